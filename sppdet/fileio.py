@@ -1,0 +1,90 @@
+"""Atomic file writes and safe loading.
+
+Every checkpoint, cache, proposal store and output is written to a temporary file in the
+same folder and renamed into place, so a crash never leaves a half-written file under the
+final name. Nothing is unpickled from disk without an explicit opt-in.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Union
+
+from .errors import CheckpointError, SppdetError
+
+PathLike = Union[str, os.PathLike]
+
+
+@contextlib.contextmanager
+def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
+    """Open a temp file next to ``path``; on success fsync and rename it to ``path``."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except PermissionError as e:
+        raise SppdetError(f"{folder}: cannot write here (permission denied)") from e
+    except OSError as e:
+        raise SppdetError(f"{folder}: cannot create output folder ({e.strerror})") from e
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def save_json(obj: Any, path: PathLike, indent: int = 2) -> None:
+    """Write ``obj`` as JSON atomically."""
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=indent)
+        f.write("\n")
+
+
+def save_text(text: str, path: PathLike) -> None:
+    """Write ``text`` atomically."""
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def load_json(path: PathLike) -> Any:
+    """Read a JSON file; a missing or malformed file is a one-line :class:`SppdetError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise SppdetError(f"{path}: file not found")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise SppdetError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from e
+
+
+def torch_save(obj: Any, path: PathLike) -> None:
+    """``torch.save`` atomically (temp file + rename)."""
+    import torch
+
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def torch_load(path: PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors and plain containers only, never code."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for corrupt/unsafe files
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: cannot load checkpoint safely ({msg[:200]})") from e

@@ -1,0 +1,1 @@
+"""sppdet.layers"""
