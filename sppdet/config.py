@@ -121,6 +121,10 @@ class PaperConfig:
     finetune_lr: float = 1e-4
     finetune_lr_steps: List[int] = field(default_factory=lambda: [1500])
     finetune_batch: int = 128
+    #: Also train the head's box regressor (bbox_pred) while fine-tuning (Fast R-CNN's multi-task
+    #: loss; not in the SPP-net paper). Only the softmax scorer uses it; the SVM scorer uses the
+    #: ridge regressors trained on pool5.
+    finetune_bbox: bool = True
     #: SVMs: LinearSVC C, positive class weight, negative IoU threshold, target mean feature norm.
     svm_c: float = 0.001
     svm_pos_weight: float = 2.0
@@ -130,6 +134,9 @@ class PaperConfig:
     svm_evict_thresh: float = -1.2
     svm_retrain_limit: int = 2000
     svm_epochs: int = 1
+    #: liblinear's B: the bias is learnt as a weight on a constant feature of this value
+    #: (R-CNN / fast-rcnn train_svms.py use 10).
+    svm_intercept_scaling: float = 10.0
     #: Box-regression ridge lambda and minimum overlap.
     bbox_reg_lambda: float = 1000.0
     bbox_reg_min_iou: float = 0.6

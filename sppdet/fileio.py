@@ -19,6 +19,12 @@ from .errors import CheckpointError, SppdetError
 PathLike = Union[str, os.PathLike]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
     """Open a temp file next to ``path``; on success fsync and rename it to ``path``."""
@@ -32,6 +38,7 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
     except OSError as e:
         raise SppdetError(f"{folder}: cannot create output folder ({e.strerror})") from e
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give normal permissions
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

@@ -1,1 +1,106 @@
-"""sppdet.benchmarks"""
+"""Benchmarks behind ``tools/benchmark.py NAME``.
+
+:data:`BENCHMARKS` maps a name to ``"module:function"``; the module is imported only when
+its benchmark runs, so registering one is one line and costs nothing at import time. The
+function takes the parsed command-line arguments (``repeat``, ``device``, ``threads``) and returns a
+JSON-able dict. :func:`time_interleaved` is the shared timer: it runs the candidates in
+turn, round after round, so a busy machine slows them all alike and ratios stay fair.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from typing import Any, Callable, Dict, Mapping, Optional, Union
+
+from ..errors import SppdetError
+
+#: name -> "module:function" (or a callable). Add a benchmark with one line here.
+BENCHMARKS: Dict[str, Union[str, Callable[[Any], Dict[str, Any]]]] = {
+    "spp": "sppdet.benchmarks.spp:run_spp_benchmark",
+    "proposals": "sppdet.benchmarks.proposals:run",
+    "rcnn-vs-spp": "sppdet.benchmarks.rcnn_vs_spp:run_rcnn_vs_spp",
+    "vs-torchvision": "sppdet.benchmarks.vs_torchvision:run_vs_torchvision",
+    "memory": "sppdet.benchmarks.memory:run_memory",
+}
+
+
+def get_benchmark(name: str) -> Callable[[Any], Dict[str, Any]]:
+    """The function registered under ``name`` (imported on demand)."""
+    if name not in BENCHMARKS:
+        raise SppdetError(f"unknown benchmark '{name}' (known: {', '.join(sorted(BENCHMARKS))})")
+    target = BENCHMARKS[name]
+    if callable(target):
+        return target
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def run_benchmark(name: str, args: Any) -> Dict[str, Any]:
+    """Run one registered benchmark and return its JSON-able result.
+
+    ``args.threads`` (when > 0) sets ``torch.set_num_threads`` first; the result gets an
+    ``"environment"`` entry (threads, load average before/after, ``OMP_WAIT_POLICY``) because
+    timings on a shared machine mean little without it.
+    """
+    import torch
+
+    threads = int(getattr(args, "threads", 0) or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    before = _load_average()
+    result = get_benchmark(name)(args)
+    result["environment"] = {
+        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "load_avg_1min_before": before, "load_avg_1min_after": _load_average(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+    }
+    return result
+
+
+def _load_average() -> Optional[float]:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # not available on every platform
+        return None
+
+
+def resolve_device(name: str):
+    """``torch.device`` for ``cpu``/``cuda``; a clear error when CUDA is asked for but absent."""
+    import torch
+
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SppdetError(f"--device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int, device=None,
+                     warmup: int = 1) -> Dict[str, Dict[str, Any]]:
+    """Time each callable ``repeat`` times, interleaved (round ``r`` runs every candidate once).
+
+    Returns ``{name: {"median_ms", "min_ms", "runs_ms"}}``. CUDA work is synchronised.
+    """
+    import torch
+
+    def sync() -> None:
+        if device is not None and torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    sync()
+    runs: Dict[str, list] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync()
+            runs[name].append((time.perf_counter() - start) * 1000.0)
+    out = {}
+    for name, ts in runs.items():
+        s = sorted(ts)
+        mid = len(s) // 2
+        median = s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+        out[name] = {"median_ms": round(median, 2), "min_ms": round(s[0], 2), "runs_ms": [round(t, 2) for t in ts]}
+    return out

@@ -12,6 +12,10 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import numpy as np
 
 
+class DataWarning(UserWarning):
+    """A dataset file had a problem that was repaired or skipped (e.g. a zero-size box dropped)."""
+
+
 def _empty_boxes() -> np.ndarray:
     return np.zeros((0, 4), dtype=np.float32)
 

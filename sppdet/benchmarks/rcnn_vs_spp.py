@@ -1,0 +1,173 @@
+"""``rcnn-vs-spp`` benchmark: R-CNN mode vs SPP-net mode on the same ZF-5 model (paper Table 4).
+
+Setup (SPP-net's 1-scale test setting): ZF-5 (random weights: timing only), pyramid
+{6, 3, 2, 1}, fc6/fc7 4096-d, 20 classes; the real VOC2007 image ``000004.jpg`` (500 x 406)
+with its first 2,000 real Selective Search windows (fast-rcnn demo file) when
+``../shared/data`` is present, else a random 917 x 688 image and random windows.
+
+- **SPP mode**: the image resized to shorter side 688 (688 x 848), conv5 once, region SPP
+  of every window, fc in the chunks :class:`~sppdet.engine.infer.Predictor` uses.
+- **R-CNN mode** (:class:`~sppdet.modeling.rcnn_baseline.RCNNBaseline`): each window with
+  16 px context warped to 224 x 224 from the original image, conv per window (batches of
+  32), pool5 = the same pyramid over the window's whole map, the same fc. Its per-window
+  stages are timed on ``rcnn_windows`` windows and scaled linearly to all windows (the
+  work per window is fixed, so the scaling is exact up to batching effects); its fc time is
+  that of the same fc layers on the same ``(R, D)`` input as SPP mode.
+
+Both fc configurations are reported, each applied to *both* modes: the full fc layers and
+the truncated-SVD ones (Fast R-CNN section 3.1; :meth:`SPPHead.compress_svd`, ranks
+``svd_ranks``). FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode``: conv
+and linear layers only (pooling, LRN, ReLU and warping are not counted). Image resizing and
+normalisation are outside every timing. All timings are interleaved (:func:`time_interleaved`).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import numpy as np
+
+TARGET_TOTAL_SPEEDUP = 100.0
+VOC_IMAGE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "voc07-demo" / "000004.jpg"
+
+#: Full setting and the ``quick`` one (unit tests: every code path, seconds).
+SETTINGS = {
+    "full": dict(backbone="zf5", tiny_width=32, windows=2000, rcnn_windows=64, rcnn_batch=32,
+                 fc_dims=(4096, 4096), svd_ranks=(1024, 256), num_classes=20, scale=688),
+    "quick": dict(backbone="tiny", tiny_width=8, windows=50, rcnn_windows=8, rcnn_batch=4,
+                  fc_dims=(64, 64), svd_ranks=(16, 8), num_classes=3, scale=224),
+}
+
+
+def load_image_and_windows(num: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray, str]:
+    """RGB image, ``(num, 4)`` float32 windows (ours) and a description of where they came from."""
+    from ..structures import zero_based_inclusive_to_xyxy
+
+    boxes_file = VOC_IMAGE.with_name("000004_boxes.mat")
+    if VOC_IMAGE.is_file() and boxes_file.is_file():
+        import scipy.io
+
+        from ..data.image_io import read_image
+
+        image = read_image(VOC_IMAGE)
+        boxes = zero_based_inclusive_to_xyxy(scipy.io.loadmat(str(boxes_file))["boxes"].astype(np.float32))
+        if len(boxes) >= num:
+            return image, boxes[:num], f"{VOC_IMAGE.name} + first {num} of its {len(boxes)} Selective Search windows"
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (688, 917, 3), dtype=np.uint8)
+    wh = np.exp(rng.uniform(np.log(16), np.log(600), (num, 2)))
+    xy = rng.uniform(0, 1, (num, 2)) * (np.array([917, 688]) - wh).clip(min=1)
+    return image, np.concatenate([xy, xy + wh], 1).astype(np.float32), "random 917x688 image, random windows"
+
+
+def count_flops(fn) -> int:
+    """FLOPs of the conv/linear ops that ``fn()`` runs (FlopCounterMode)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def run_rcnn_vs_spp(args: Any) -> Dict[str, Any]:
+    import torch
+
+    from ..config import load_config
+    from ..engine.infer import CHUNK
+    from ..modeling.detector import build_detector
+    from ..modeling.rcnn_baseline import RCNNBaseline
+    from . import resolve_device, time_interleaved
+
+    quick = bool(getattr(args, "quick", False))
+    s = SETTINGS["quick" if quick else "full"]
+    device = resolve_device(getattr(args, "device", "cpu") or "cpu")
+    repeat = max(1, int(getattr(args, "repeat", 5) or 5))
+    cfg = load_config(None, [f"model.backbone={s['backbone']}", f"model.tiny_width={s['tiny_width']}",
+                             "model.normalization=caffe", "model.dropout=0.0", f"model.fc_dims={list(s['fc_dims'])}"])
+    torch.manual_seed(0)
+    model = build_detector(cfg, s["num_classes"]).to(device).eval()
+    heads = {"full_fc": model.head, "svd_fc": copy.deepcopy(model.head)}
+    heads["svd_fc"].compress_svd(list(s["svd_ranks"]))
+    rcnn = RCNNBaseline(model, batch_size=s["rcnn_batch"])
+
+    image, windows, source = load_image_and_windows(s["windows"])
+    R, n = len(windows), min(s["rcnn_windows"], len(windows))
+    boxes = torch.from_numpy(windows).to(device)
+    rois = torch.cat([boxes.new_zeros((R, 1)), boxes], 1)
+    with torch.inference_mode():
+        batch = model.prepare([image], [s["scale"]], cfg.input.max_size).to(device)
+        feats = model.conv_features(batch)
+        pooled = model.pool(feats, batch.factors, rois)
+        im = rcnn.prepare(image).to(device)
+        sub = boxes[:n]
+        crops = [rcnn.warp(im, sub[i : i + rcnn.batch_size]) for i in range(0, n, rcnn.batch_size)]
+        maps = [rcnn.conv(c) for c in crops]
+
+        def fc(head):
+            return lambda: [head(pooled[i : i + CHUNK]) for i in range(0, R, CHUNK)]
+
+        def spp_total(head):
+            def run():
+                f = model.conv_features(batch)
+                p = model.pool(f, batch.factors, rois)
+                return [head(p[i : i + CHUNK]) for i in range(0, R, CHUNK)]
+            return run
+
+        fns = {
+            "spp_conv": lambda: model.conv_features(batch),
+            "spp_pool": lambda: model.pool(feats, batch.factors, rois),
+            "fc_full": fc(heads["full_fc"]),
+            "fc_svd": fc(heads["svd_fc"]),
+            "spp_total_full_fc": spp_total(heads["full_fc"]),
+            "spp_total_svd_fc": spp_total(heads["svd_fc"]),
+            "rcnn_warp": lambda: [rcnn.warp(im, sub[i : i + rcnn.batch_size]) for i in range(0, n, rcnn.batch_size)],
+            "rcnn_conv": lambda: [rcnn.conv(c) for c in crops],
+            "rcnn_pool5": lambda: [rcnn.pool(m) for m in maps],
+        }
+        t = time_interleaved(fns, repeat, device)
+
+        flops = {
+            "spp_conv": count_flops(lambda: model.conv_features(batch)),
+            "rcnn_conv": R * count_flops(lambda: rcnn.conv(crops[0][:1])),
+            "fc_full": R * count_flops(lambda: heads["full_fc"](pooled[:1])),
+            "fc_svd": R * count_flops(lambda: heads["svd_fc"](pooled[:1])),
+        }
+
+    ms = {k: v["median_ms"] for k, v in t.items()}
+    scale = R / float(n)
+    rcnn_ms = {"warp": ms["rcnn_warp"] * scale, "conv": ms["rcnn_conv"] * scale, "pool5": ms["rcnn_pool5"] * scale}
+    per_window = rcnn_ms["warp"] + rcnn_ms["conv"] + rcnn_ms["pool5"]
+    rcnn_total = {"full_fc": per_window + ms["fc_full"], "svd_fc": per_window + ms["fc_svd"]}
+    spp_total = {"full_fc": ms["spp_total_full_fc"], "svd_fc": ms["spp_total_svd_fc"]}
+    speedup_total = {k: rcnn_total[k] / spp_total[k] for k in spp_total}
+    flop_total = {k: (flops["rcnn_conv"] + flops[f"fc_{k[:-3]}"]) / (flops["spp_conv"] + flops[f"fc_{k[:-3]}"])
+                  for k in ("full_fc", "svd_fc")}
+    return {
+        "setup": {
+            "backbone": s["backbone"], "weights": "random (timing only)", "spp_levels": list(cfg.model.spp_levels),
+            "fc_dims": list(s["fc_dims"]), "svd_ranks_fc6_fc7": list(s["svd_ranks"]), "num_classes": s["num_classes"],
+            "image": source, "image_size_hw": list(image.shape[:2]), "spp_scale": s["scale"],
+            "spp_input_hw": list(batch.images[0].shape[-2:]), "windows": R, "fc_chunk": CHUNK,
+            "rcnn_crop": rcnn.crop_size, "rcnn_context": rcnn.context, "rcnn_batch": rcnn.batch_size,
+            "rcnn_timed_windows": n, "rcnn_scaled_linearly_to": R,
+            "rcnn_fc": "same fc layers on the same (R, D) input as SPP mode (fc_ms)",
+            "device": str(device), "threads": torch.get_num_threads(), "repeat": repeat, "torch": torch.__version__,
+            "quick": quick,
+        },
+        "timings_ms": t,
+        "spp_ms": {"conv": ms["spp_conv"], "pool": ms["spp_pool"], "fc": {"full_fc": ms["fc_full"], "svd_fc": ms["fc_svd"]},
+                   "total": spp_total},
+        "rcnn_ms": {**{k: round(v, 1) for k, v in rcnn_ms.items()},
+                    "fc": {"full_fc": ms["fc_full"], "svd_fc": ms["fc_svd"]},
+                    "total": {k: round(v, 1) for k, v in rcnn_total.items()}},
+        "speedup_conv": round(rcnn_ms["conv"] / ms["spp_conv"], 1),
+        "speedup_total": {k: round(v, 1) for k, v in speedup_total.items()},
+        "gflops": {k: round(v / 1e9, 2) for k, v in flops.items()},
+        "flop_ratio_conv": round(flops["rcnn_conv"] / flops["spp_conv"], 1),
+        "flop_ratio_total": {k: round(v, 1) for k, v in flop_total.items()},
+        "flops_counted": "conv + linear layers (torch.utils.flop_counter); pooling, LRN, ReLU, warping not counted",
+        "target_total_speedup": TARGET_TOTAL_SPEEDUP,
+        "meets_target": {k: v >= TARGET_TOTAL_SPEEDUP for k, v in speedup_total.items()},
+    }

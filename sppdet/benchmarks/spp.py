@@ -1,0 +1,93 @@
+"""``spp`` benchmark: region SPP pyramid vs torchvision ``roi_pool`` on one realistic image.
+
+Setup (SPP-net's single-scale test setting): a ``(1, 256, 43, 58)`` conv5 map (a 688 x 917
+image at stride 16) and ``num_rois`` windows with log-uniform sides in ``[16, image side]``
+placed uniformly inside the image. Times (interleaved, medians over ``--repeat`` rounds):
+
+- ``spp_pyramid``: :func:`sppdet.layers.roi_spp`, levels {6, 3, 2, 1}, max;
+- ``roi_pool_6x6``: one ``torchvision.ops.roi_pool(features, rois, (6, 6), 1/16)``;
+- ``roi_pool_pyramid``: four ``roi_pool`` calls, one per level (the naive pyramid).
+
+``ratio`` = spp_pyramid / roi_pool_6x6 (target <= 0.5). Forward+backward (``sum()`` of the
+output as loss) is timed as well.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict
+
+LEVELS = (6, 3, 2, 1)
+TARGET_RATIO = 0.5
+
+
+def make_rois(num: int, img_w: int = 917, img_h: int = 688, min_side: float = 16.0, seed: int = 0):
+    """``(num, 5)`` float32 windows ``(0, x1, y1, x2, y2)`` inside a ``img_w x img_h`` image."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    w = torch.exp(torch.empty(num).uniform_(math.log(min_side), math.log(img_w), generator=g))
+    h = torch.exp(torch.empty(num).uniform_(math.log(min_side), math.log(img_h), generator=g))
+    x1 = torch.rand(num, generator=g) * (img_w - w)
+    y1 = torch.rand(num, generator=g) * (img_h - h)
+    return torch.stack([torch.zeros(num), x1, y1, x1 + w, y1 + h], 1)
+
+
+def run_spp_benchmark(args: Any) -> Dict[str, Any]:
+    import torch
+    import torchvision
+    from torchvision.ops import roi_pool
+
+    from ..layers.spp import roi_spp
+    from . import resolve_device, time_interleaved
+
+    device = resolve_device(getattr(args, "device", "cpu") or "cpu")
+    repeat = max(1, int(getattr(args, "repeat", 5) or 5))
+    num_rois, channels, stride = 2000, 256, 16
+    img_h, img_w = 688, 917
+    feat_h, feat_w = -(-img_h // stride), -(-img_w // stride)  # 43 x 58
+    torch.manual_seed(0)
+    features = torch.randn(1, channels, feat_h, feat_w, device=device)
+    rois = make_rois(num_rois, img_w, img_h).to(device)
+
+    def spp():
+        return roi_spp(features, rois, LEVELS, stride)
+
+    def tv6():
+        return roi_pool(features, rois, (6, 6), 1.0 / stride)
+
+    def tv_pyramid():
+        return torch.cat([roi_pool(features, rois, (n, n), 1.0 / stride).flatten(1) for n in LEVELS], 1)
+
+    with torch.no_grad():
+        fwd = time_interleaved({"spp_pyramid": spp, "roi_pool_6x6": tv6, "roi_pool_pyramid": tv_pyramid},
+                               repeat, device)
+
+    feats_grad = features.clone().requires_grad_()
+
+    def backward(fn):
+        def run():
+            feats_grad.grad = None
+            fn(feats_grad).sum().backward()
+        return run
+
+    bwd = time_interleaved({
+        "spp_pyramid": backward(lambda f: roi_spp(f, rois, LEVELS, stride)),
+        "roi_pool_6x6": backward(lambda f: roi_pool(f, rois, (6, 6), 1.0 / stride)),
+    }, max(1, repeat // 2), device)
+
+    ratio = fwd["spp_pyramid"]["median_ms"] / fwd["roi_pool_6x6"]["median_ms"]
+    return {
+        "setup": {
+            "features": [1, channels, feat_h, feat_w], "num_rois": num_rois, "stride": stride,
+            "image_size_hw": [img_h, img_w], "levels": list(LEVELS), "mode": "max",
+            "device": str(device), "repeat": repeat,
+            "torch": torch.__version__, "torchvision": torchvision.__version__,
+        },
+        "forward_ms": fwd,
+        "forward_backward_ms": bwd,
+        "ratio_spp_pyramid_vs_roi_pool_6x6": round(ratio, 3),
+        "ratio_roi_pool_pyramid_vs_roi_pool_6x6": round(
+            fwd["roi_pool_pyramid"]["median_ms"] / fwd["roi_pool_6x6"]["median_ms"], 3),
+        "target_ratio": TARGET_RATIO,
+        "meets_target": ratio <= TARGET_RATIO,
+    }

@@ -1,0 +1,77 @@
+"""torch.distributed helpers: the same code runs single-process or under ``torchrun``.
+
+Under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) :func:`init_distributed` starts the process
+group (NCCL with CUDA, gloo on CPU); without it every helper degrades to the single-process case.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, List
+
+import torch
+import torch.distributed as dist
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def init_distributed(device: str = "auto") -> bool:
+    """Initialise the default process group when launched by torchrun; returns True if so."""
+    if is_dist():
+        return True
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    backend = "nccl" if use_cuda else "gloo"
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
+    return True
+
+
+def barrier() -> None:
+    if is_dist():
+        dist.barrier()
+
+
+def all_gather_object(obj: Any) -> List[Any]:
+    """Gather a picklable object from every rank (a one-element list when single-process)."""
+    if not is_dist():
+        return [obj]
+    out: List[Any] = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    if not is_dist():
+        return obj
+    buf = [obj]
+    dist.broadcast_object_list(buf, src=src)
+    return buf[0]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> this rank's CUDA device when available, else CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if is_dist() else torch.cuda.current_device())
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from ..errors import ConfigError
+
+        raise ConfigError(f"device '{name}' requested but CUDA is not available (use device=cpu or auto)")
+    return torch.device(name)

@@ -1,0 +1,505 @@
+"""The paper recipe's feature cache: region-SPP (pool5) vectors of every training window, on disk.
+
+The conv layers stay fixed, so each training image (and its mirror image when
+``train.paper.flip``) goes through the backbone once; the SPP vector of each of its windows
+(ground-truth boxes first, then the top ``proposals.max_per_image`` proposals) is stored in
+float16. Everything after (fc fine-tuning, SVMs, box regression) reads these vectors.
+
+Layout (``<cache_dir>/``)::
+
+    shards/<name>.npy   float16 (N, D)  one shard per image view, memory-mapped when read
+    shards/<name>.npz   that view's windows: boxes (N, 4) (in the view's pixels, x mirrored for
+                        a flipped view), max_iou (N,), gt_label (N,) (label of the best-overlapping
+                        ground truth, 0 when none), gt_index (N,) (-1 when none), is_gt (N,),
+                        gt_boxes (G, 4), gt_labels (G,), plus the shard key and the size and
+                        hashes of the .npy
+    meta.json           written LAST: settings fingerprint, D, and per shard its key, window
+                        count and the sizes and hashes of both files, and a checksum of itself
+
+``<name>`` is a hash of the image id, plus ``_flip`` for the mirrored view. Every file is written
+atomically (temp + rename), the ``.npy`` before the ``.npz`` that vouches for it, so a kill -9
+loses at most the image being written and ``--resume`` continues with the next.
+
+Integrity: a shard's *key* hashes the cache settings (backbone and its weights, input scales,
+SPP levels, proposal settings...), the image's ground truth, its proposals and the view. A shard
+is valid when its ``.npz`` loads, carries the expected key, and the ``.npy`` has the recorded
+size and hash. Opening checks ``meta.json`` (checksum, fingerprint) and every file's size, the
+``.npz`` hashes and a sampled hash of each ``.npy`` (its first and last 64 KiB and 16 blocks in
+between; ``verify="full"`` hashes every byte). A stale cache (other settings, backbone weights,
+proposals or images) or a damaged one is rebuilt, reusing the shards that are still valid.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..errors import SppdetError
+from ..fileio import atomic_write, save_json
+from ..structures import box_iou, clip_boxes, valid_boxes_mask
+
+log = logging.getLogger("sppdet.paper")
+
+FORMAT = "sppdet-feature-cache"
+VERSION = 1
+META = "meta.json"
+SHARDS = "shards"
+#: Windows pooled per call while building (bounds memory).
+CHUNK = 512
+#: Memory maps kept open while reading (least recently used ones are closed).
+MAX_OPEN = 256
+_WINDOW_FIELDS = ("boxes", "max_iou", "gt_label", "gt_index", "is_gt", "gt_boxes", "gt_labels")
+
+
+class CacheError(SppdetError):
+    """The feature cache is missing, stale or damaged (it is rebuilt where possible)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Hashing
+
+
+def _sha1(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def file_sha1(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sampled_sha1(path: Path, size: Optional[int] = None) -> str:
+    """Hash of a file's first and last 64 KiB and 16 evenly spaced 4 KiB blocks (all of it
+    when smaller than 1 MiB): cheap, and catches truncation, zero-filled and rewritten files."""
+    size = os.path.getsize(path) if size is None else size
+    if size < (1 << 20):
+        return file_sha1(path)
+    h = hashlib.sha1(str(size).encode())
+    with open(path, "rb") as f:
+        offsets = [0] + [int(size * i / 17) for i in range(1, 17)] + [size - (1 << 16)]
+        for off in offsets:
+            f.seek(off)
+            h.update(f.read(1 << 16 if off in (0, size - (1 << 16)) else 4096))
+    return h.hexdigest()
+
+
+def _array_sha1(*arrays: np.ndarray) -> str:
+    h = hashlib.sha1()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def module_sha1(module: torch.nn.Module) -> str:
+    """Hash of a module's state (parameters and buffers): identifies backbone weights."""
+    h = hashlib.sha1()
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def cache_settings(cfg, model: torch.nn.Module) -> Dict:
+    """Everything besides the images and proposals that the cached vectors depend on."""
+    m, i, p = cfg.model, cfg.input, cfg.proposals
+    return {
+        "format": FORMAT, "version": VERSION,
+        "backbone": m.backbone, "tiny_width": m.tiny_width, "weights": m.weights,
+        "normalization": m.normalization, "feature_stride": m.feature_stride,
+        "reduce_channels": m.reduce_channels, "spp_levels": list(m.spp_levels), "spp_mode": m.spp_mode,
+        "train_scales": list(i.train_scales), "max_size": i.max_size, "target_size": i.target_size,
+        "max_per_image": p.max_per_image, "exclude_difficult": cfg.data.exclude_difficult,
+        "classes": list(cfg.data.classes),
+        "backbone_sha1": module_sha1(model.backbone), "spp_dim": int(model.spp_dim),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Windows of one image
+
+
+def image_windows(rec, proposals: np.ndarray, max_per_image: int, exclude_difficult: bool,
+                  width: int, height: int) -> Dict[str, np.ndarray]:
+    """The windows cached for one image: ground truth first, then the top proposals.
+
+    Proposals are clipped to the image and degenerate ones dropped (as at test time).
+    """
+    keep = rec.training_mask(exclude_difficult)
+    gt = np.asarray(rec.boxes[keep], dtype=np.float32).reshape(-1, 4)
+    gt_labels = np.asarray(rec.labels[keep], dtype=np.int64)
+    props = np.asarray(proposals, dtype=np.float32).reshape(-1, 4)
+    if max_per_image > 0:
+        props = props[:max_per_image]
+    props = clip_boxes(props, width, height)
+    props = props[valid_boxes_mask(props, 0.0)]
+    boxes = np.concatenate([gt, props]).astype(np.float32)
+    n = len(boxes)
+    if len(gt):
+        iou = box_iou(boxes, gt)
+        gt_index = iou.argmax(1).astype(np.int64)
+        max_iou = iou.max(1).astype(np.float32)
+        gt_label = gt_labels[gt_index]
+    else:
+        gt_index = -np.ones(n, np.int64)
+        max_iou = np.zeros(n, np.float32)
+        gt_label = np.zeros(n, np.int64)
+    is_gt = np.zeros(n, bool)
+    is_gt[: len(gt)] = True
+    return {"boxes": boxes, "max_iou": max_iou, "gt_label": gt_label, "gt_index": gt_index,
+            "is_gt": is_gt, "gt_boxes": gt, "gt_labels": gt_labels}
+
+
+def flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
+    out = boxes.copy()
+    out[:, 0] = width - boxes[:, 2]
+    out[:, 2] = width - boxes[:, 0]
+    return out
+
+
+def _shard_name(image_id: str, flip: bool) -> str:
+    return _sha1(image_id.encode())[:20] + ("_flip" if flip else "")
+
+
+# ---------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass
+class ShardInfo:
+    name: str
+    image_id: str
+    flip: bool
+    key: str
+    windows: int
+
+
+class FeatureCache:
+    """Read side of a complete cache (open with :meth:`open`).
+
+    Attributes:
+        dim: D, the SPP vector length.
+        shards: one :class:`ShardInfo` per image view, in build order.
+        index: concatenated windows of all shards: ``shard (W,)``, ``row (W,)``, ``boxes (W, 4)``,
+            ``max_iou (W,)``, ``gt_label (W,)``, ``gt_box (W, 4)`` (the best-overlapping ground
+            truth, zeros when none), ``is_gt (W,)``.
+    """
+
+    def __init__(self, folder: Path, meta: Dict) -> None:
+        self.folder = Path(folder)
+        self.meta = meta
+        self.dim = int(meta["dim"])
+        self.fingerprint = meta["fingerprint"]
+        self.shards = [ShardInfo(s["name"], s["image_id"], bool(s["flip"]), s["key"], int(s["windows"]))
+                       for s in meta["shards"]]
+        self.reused = False  # set when build_feature_cache found it complete and current
+        self._maps: "OrderedDict[int, np.ndarray]" = OrderedDict()
+        self._windows = [self._load_windows(i) for i in range(len(self.shards))]
+        self.index = self._build_index()
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    @property
+    def num_windows(self) -> int:
+        return len(self.index["shard"])
+
+    def _path(self, i: int, ext: str) -> Path:
+        return self.folder / SHARDS / f"{self.shards[i].name}.{ext}"
+
+    def _load_windows(self, i: int) -> Dict[str, np.ndarray]:
+        with np.load(self._path(i, "npz"), allow_pickle=False) as z:
+            return {k: z[k] for k in _WINDOW_FIELDS}
+
+    def windows(self, i: int) -> Dict[str, np.ndarray]:
+        """Window arrays of shard ``i`` (see module docstring)."""
+        return self._windows[i]
+
+    def features(self, i: int) -> np.ndarray:
+        """Memory-mapped float16 ``(N_i, D)`` SPP vectors of shard ``i``."""
+        arr = self._maps.get(i)
+        if arr is None:
+            arr = np.load(self._path(i, "npy"), mmap_mode="r")
+            self._maps[i] = arr
+            if len(self._maps) > MAX_OPEN:
+                self._maps.popitem(last=False)
+        else:
+            self._maps.move_to_end(i)
+        return arr
+
+    def gather(self, windows: np.ndarray) -> np.ndarray:
+        """float32 ``(B, D)`` SPP vectors of windows given as global indices into :attr:`index`."""
+        windows = np.asarray(windows, dtype=np.int64)
+        out = np.empty((len(windows), self.dim), dtype=np.float32)
+        shard, row = self.index["shard"][windows], self.index["row"][windows]
+        for s in np.unique(shard):
+            sel = np.nonzero(shard == s)[0]
+            order = np.argsort(row[sel], kind="stable")  # ascending rows read the map in order
+            out[sel[order]] = self.features(int(s))[row[sel][order]]
+        return out
+
+    def _build_index(self) -> Dict[str, np.ndarray]:
+        parts = {k: [] for k in ("shard", "row", "boxes", "max_iou", "gt_label", "gt_box", "is_gt")}
+        for i, w in enumerate(self._windows):
+            n = len(w["boxes"])
+            parts["shard"].append(np.full(n, i, np.int32))
+            parts["row"].append(np.arange(n, dtype=np.int32))
+            gt_box = np.zeros((n, 4), np.float32)
+            has = w["gt_index"] >= 0
+            gt_box[has] = w["gt_boxes"][w["gt_index"][has]]
+            parts["gt_box"].append(gt_box)
+            for k in ("boxes", "max_iou", "gt_label", "is_gt"):
+                parts[k].append(w[k])
+        out = {}
+        for k, v in parts.items():
+            out[k] = np.concatenate(v) if v else np.zeros((0, 4) if k in ("boxes", "gt_box") else (0,))
+        return out
+
+    # -- opening and checking ----------------------------------------------------------
+    @classmethod
+    def open(cls, folder, fingerprint: Optional[str] = None, verify: str = "quick") -> "FeatureCache":
+        """Open a complete cache; :class:`CacheError` says why one is absent, stale or damaged.
+
+        ``verify``: "none" (meta only), "quick" (sizes, hashes of small files, sampled hash of
+        feature files) or "full" (every byte hashed).
+        """
+        folder = Path(folder)
+        meta = read_meta(folder)
+        if fingerprint is not None and meta["fingerprint"] != fingerprint:
+            raise CacheError(f"{folder}: stale (built with other settings, weights, images or proposals)")
+        if verify != "none":
+            bad = [s["name"] for s in meta["shards"] if not _shard_files_ok(folder, s, full=verify == "full")]
+            if bad:
+                raise CacheError(f"{folder}: {len(bad)} damaged shard(s), e.g. {bad[0]}")
+        return cls(folder, meta)
+
+
+def _checksum(meta: Dict) -> str:
+    body = {k: v for k, v in meta.items() if k != "checksum"}
+    return _sha1(json.dumps(body, sort_keys=True).encode())
+
+
+def read_meta(folder: Path) -> Dict:
+    path = Path(folder) / META
+    if not path.is_file():
+        raise CacheError(f"{folder}: no complete cache ({META} missing)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CacheError(f"{path}: unreadable ({e})") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise CacheError(f"{path}: not a {FORMAT} v{VERSION} file")
+    if meta.get("checksum") != _checksum(meta):
+        raise CacheError(f"{path}: checksum mismatch (edited or damaged)")
+    return meta
+
+
+def _shard_files_ok(folder: Path, s: Dict, full: bool = False) -> bool:
+    base = folder / SHARDS / s["name"]
+    npy, npz = base.with_name(base.name + ".npy"), base.with_name(base.name + ".npz")
+    try:
+        if os.path.getsize(npy) != s["npy_bytes"] or os.path.getsize(npz) != s["npz_bytes"]:
+            return False
+        if file_sha1(npz) != s["npz_sha1"]:
+            return False
+        if full:
+            return file_sha1(npy) == s["npy_sha1"]
+        return sampled_sha1(npy) == s["npy_sample"]
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------
+# Building
+
+
+@dataclass
+class _Job:
+    index: int  # dataset index
+    image_id: str
+    flip: bool
+    key: str
+    name: str
+
+
+def _shard_record(folder: Path, job: _Job) -> Optional[Dict]:
+    """The meta entry of an existing valid shard for ``job``, or None."""
+    base = folder / SHARDS / job.name
+    npy, npz = base.with_name(base.name + ".npy"), base.with_name(base.name + ".npz")
+    if not (npy.is_file() and npz.is_file()):
+        return None
+    try:
+        with np.load(npz, allow_pickle=False) as z:
+            if str(z["key"]) != job.key:
+                return None
+            rec = {"npy_bytes": int(z["npy_bytes"]), "npy_sha1": str(z["npy_sha1"]),
+                   "npy_sample": str(z["npy_sample"]), "windows": int(len(z["boxes"]))}
+        size = os.path.getsize(npy)
+        if size != rec["npy_bytes"] or sampled_sha1(npy, size) != rec["npy_sample"]:
+            return None
+    except Exception:  # any unreadable/partial file just means "recompute this shard"
+        return None
+    rec.update(name=job.name, image_id=job.image_id, flip=job.flip, key=job.key,
+               npz_bytes=os.path.getsize(npz), npz_sha1=file_sha1(npz))
+    return rec
+
+
+def _write_shard(folder: Path, job: _Job, feats: np.ndarray, windows: Dict[str, np.ndarray]) -> Dict:
+    base = folder / SHARDS / job.name
+    npy, npz = base.with_name(base.name + ".npy"), base.with_name(base.name + ".npz")
+    with atomic_write(npy, "wb") as f:
+        np.save(f, feats, allow_pickle=False)
+    size = os.path.getsize(npy)
+    rec = {"npy_bytes": size, "npy_sha1": file_sha1(npy), "npy_sample": sampled_sha1(npy, size),
+           "windows": int(len(feats))}
+    with atomic_write(npz, "wb") as f:
+        np.savez(f, key=np.array(job.key), npy_bytes=np.array(size), npy_sha1=np.array(rec["npy_sha1"]),
+                 npy_sample=np.array(rec["npy_sample"]), **windows)
+    rec.update(name=job.name, image_id=job.image_id, flip=job.flip, key=job.key,
+               npz_bytes=os.path.getsize(npz), npz_sha1=file_sha1(npz))
+    return rec
+
+
+@torch.no_grad()
+def pool_windows(model, image: np.ndarray, boxes: np.ndarray, scales: Sequence[int], max_size: int,
+                 flip: bool, device) -> np.ndarray:
+    """float16 ``(N, D)`` SPP vectors of ``boxes`` (in the view's pixels) of one image view."""
+    batch = model.prepare([image], scales, max_size, flips=[flip]).to(device)
+    feats = model.conv_features(batch)
+    out = np.empty((len(boxes), model.spp_dim), dtype=np.float16)
+    b = torch.as_tensor(boxes, dtype=torch.float32)
+    for i in range(0, len(b), CHUNK):
+        c = b[i : i + CHUNK].to(device)
+        rois = torch.cat([c.new_zeros((len(c), 1)), c], 1)
+        pooled = model.pool(feats, batch.factors, rois).float()
+        if not torch.isfinite(pooled).all() or pooled.abs().max() > 65000:
+            raise SppdetError("feature cache: pooled features overflow float16 (|x| > 65000) or are not "
+                              "finite; check model.normalization and the backbone weights")
+        out[i : i + len(c)] = pooled.cpu().numpy().astype(np.float16)
+    return out
+
+
+def _jobs(dataset, proposals, cfg, settings_sha: str) -> Tuple[List[_Job], List[int]]:
+    """One job per image view with its shard key; also each image's window count (estimate)."""
+    views = [False, True] if cfg.train.paper.flip else [False]
+    jobs, counts = [], []
+    for i, rec in enumerate(dataset):
+        props = np.asarray(proposals.boxes(rec.image_id), dtype=np.float32).reshape(-1, 4)
+        if cfg.proposals.max_per_image > 0:
+            props = props[: cfg.proposals.max_per_image]
+        keep = rec.training_mask(cfg.data.exclude_difficult)
+        gt_sha = _array_sha1(rec.boxes[keep], rec.labels[keep])
+        counts.append(len(props) + int(keep.sum()))
+        for flip in views:
+            key = _sha1(json.dumps([settings_sha, rec.image_id, gt_sha, _array_sha1(props), flip]).encode())
+            jobs.append(_Job(i, rec.image_id, flip, key, _shard_name(rec.image_id, flip)))
+    return jobs, counts
+
+
+def cache_fingerprint(settings: Dict, jobs: Sequence[_Job]) -> str:
+    return _sha1(json.dumps([settings, [j.key for j in jobs]], sort_keys=True).encode())
+
+
+def expected_fingerprint(model, dataset, proposals, cfg) -> str:
+    """The fingerprint a cache of ``dataset`` built with ``model`` and ``cfg`` must carry."""
+    settings = cache_settings(cfg, model)
+    jobs, _ = _jobs(dataset, proposals, cfg, _sha1(json.dumps(settings, sort_keys=True).encode()))
+    return cache_fingerprint(settings, jobs)
+
+
+def build_feature_cache(model, dataset, proposals, cfg, folder, device="cpu", resume: bool = True,
+                        progress: bool = True) -> FeatureCache:
+    """Build (or reuse, or repair) the feature cache of ``dataset`` in ``folder`` and open it.
+
+    A complete cache with the same fingerprint that passes the quick check is reused as is.
+    Otherwise each image view's shard is reused when valid (with ``resume``) or recomputed,
+    stray files are removed and ``meta.json`` is written last.
+    """
+    from tqdm import tqdm
+
+    from ..data.image_io import read_image
+
+    folder = Path(folder)
+    model.eval()
+    settings = cache_settings(cfg, model)
+    settings_sha = _sha1(json.dumps(settings, sort_keys=True).encode())
+    jobs, counts = _jobs(dataset, proposals, cfg, settings_sha)
+    fingerprint = cache_fingerprint(settings, jobs)
+    try:
+        cache = FeatureCache.open(folder, fingerprint, verify="quick")
+        cache.reused = True
+        log.info("feature cache: reusing %s (%d views, %d windows)", folder, len(cache), cache.num_windows)
+        return cache
+    except CacheError as e:
+        if (folder / META).exists() or (folder / SHARDS).exists():
+            log.warning("feature cache: %s; rebuilding (valid shards are reused with --resume)", e)
+    (folder / SHARDS).mkdir(parents=True, exist_ok=True)
+    meta_path = folder / META
+    if meta_path.exists():
+        meta_path.unlink()  # the cache is incomplete until a new meta.json is written
+    _remove_temp_files(folder / SHARDS)
+
+    views = len(jobs) // max(1, len(dataset))
+    total = sum(counts) * views
+    est = total * model.spp_dim * 2
+    log.info("feature cache: %d images x %d view(s), ~%d windows x D=%d x 2 bytes = %.2f GB -> %s",
+             len(dataset), views, total, model.spp_dim, est / 1e9, folder)
+    free = shutil.disk_usage(folder).free
+    if est > free:
+        raise SppdetError(f"feature cache needs ~{est / 1e9:.1f} GB but {folder} has {free / 1e9:.1f} GB free "
+                          f"(lower proposals.max_per_image, turn off train.paper.flip or set train.paper.cache_dir)")
+    records, reused = [], 0
+    bar = tqdm(jobs, desc="feature cache", unit="view", disable=not progress, mininterval=1.0)
+    image, image_index = None, -1
+    for job in bar:
+        rec = _shard_record(folder, job) if resume else None
+        if rec is not None:
+            records.append(rec)
+            reused += 1
+            continue
+        ds_rec = dataset[job.index]
+        if image_index != job.index:
+            image, image_index = read_image(ds_rec.file_name), job.index
+        h, w = image.shape[:2]
+        win = image_windows(ds_rec, proposals.boxes(ds_rec.image_id), cfg.proposals.max_per_image,
+                            cfg.data.exclude_difficult, w, h)
+        if job.flip:
+            win["boxes"] = flip_boxes(win["boxes"], w)
+            win["gt_boxes"] = flip_boxes(win["gt_boxes"], w)
+        feats = pool_windows(model, image, win["boxes"], cfg.input.train_scales, cfg.input.max_size,
+                             job.flip, device)
+        records.append(_write_shard(folder, job, feats, win))
+    bar.close()
+    if reused:
+        log.info("feature cache: reused %d of %d shards", reused, len(jobs))
+    _remove_stray_files(folder / SHARDS, {j.name for j in jobs})
+    meta = {"format": FORMAT, "version": VERSION, "fingerprint": fingerprint, "settings": settings,
+            "dim": int(model.spp_dim), "dtype": "float16", "num_windows": int(sum(r["windows"] for r in records)),
+            "shards": records}
+    meta["checksum"] = _checksum(meta)
+    save_json(meta, meta_path)
+    return FeatureCache(folder, meta)
+
+
+def _remove_temp_files(shards: Path) -> None:
+    for p in shards.glob(".*.tmp"):
+        p.unlink(missing_ok=True)
+
+
+def _remove_stray_files(shards: Path, names: set) -> None:
+    for p in list(shards.glob("*.npy")) + list(shards.glob("*.npz")):
+        if p.stem not in names:
+            p.unlink(missing_ok=True)

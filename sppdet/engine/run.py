@@ -1,0 +1,65 @@
+"""One entry point for a training job, whatever the recipe, plus the final evaluation."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, Optional
+
+from ..config import Config
+from ..errors import ConfigError
+from ..fileio import save_json
+
+log = logging.getLogger("sppdet.train")
+
+
+def run_training(cfg: Config, output_dir: Optional[str] = None, resume: bool = False,
+                 stage: str = "all", evaluate: bool = False) -> Dict:
+    """Train with ``cfg.train.recipe`` ("end2end" or "paper"); optionally evaluate at the end."""
+    out = output_dir or cfg.output_dir
+    if cfg.train.recipe == "end2end":
+        if stage != "all":
+            raise ConfigError("--stage applies to train.recipe=paper only")
+        from .train import train
+
+        summary = train(cfg, out, resume=resume)
+    elif cfg.train.recipe == "paper":
+        from .paper import train_paper
+
+        summary = train_paper(cfg, out, resume=resume, stage=stage)
+    else:
+        raise ConfigError(f"train.recipe: unknown recipe '{cfg.train.recipe}' (use end2end or paper)")
+    if evaluate:
+        summary["metrics"] = evaluate_checkpoint(summary["checkpoint"], out)
+    return summary
+
+
+def evaluate_checkpoint(weights: str, output_dir: str, overrides=()) -> Dict:
+    """Detect on the checkpoint's test split, evaluate, and write metrics + report to output_dir/eval."""
+    import time
+
+    from ..data.build import build_dataset
+    from ..evaluation import evaluate
+    from ..evaluation.detections import save_detections
+    from ..evaluation.report import write_report, format_table
+    from . import distributed as du
+    from .infer import detect_dataset, load_predictor, _check_classes
+    from ..proposals.build import get_proposals
+
+    predictor = load_predictor(weights, overrides, "auto")
+    cfg = predictor.cfg
+    dataset = build_dataset(cfg, "test")
+    _check_classes(dataset, predictor.class_names, weights)
+    store = get_proposals(cfg, dataset, "test", output_dir)
+    t0 = time.time()
+    dets = detect_dataset(predictor, dataset, store)
+    seconds = time.time() - t0
+    if not du.is_main_process():
+        return {}
+    metrics = evaluate(dataset, dets, cfg.test.metric)
+    metrics["detect_seconds_per_image"] = seconds / max(1, len(dataset))
+    ev = Path(output_dir) / "eval"
+    save_detections(dets, ev / "detections.json", dataset)
+    write_report(ev, dataset, dets, metrics)
+    log.info("evaluation (%s) on %s:\n%s", cfg.test.metric, cfg.data.test_split, format_table(metrics))
+    return metrics
+

@@ -1,0 +1,98 @@
+"""The SPP-net detector: conv features once per image (per scale) -> region SPP -> fc head.
+
+Shape shorthand: N images, S scales, R windows, C feature channels, K classes,
+D = C * sum(n*n) for pyramid levels n.
+
+``forward`` returns raw outputs only. The loss (:class:`sppdet.modeling.loss.FastRCNNLoss`)
+and the post-processing (:class:`sppdet.modeling.postprocess.PostProcess`) are separate
+objects, so a validation loss is always available and train/eval modes return the same
+thing.
+
+Example::
+
+    model = build_detector(cfg, num_classes=3)
+    batch = model.prepare([image_rgb], cfg.input.test_scales, cfg.input.max_size)
+    rois = torch.tensor([[0, 10.0, 20.0, 200.0, 180.0]])   # (batch index, x1, y1, x2, y2)
+    out = model(batch, rois)        # {"cls_logits": (1, K+1), "bbox_deltas": (1, 4K), "fc7": ...}
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..layers.spp import RoISpatialPyramidPool
+from .backbone import build_backbone
+from .features import ImageBatch, assign_scales, collate_images, prepare_image
+from .head import SPPHead
+
+
+class SPPDetector(nn.Module):
+    """Backbone + region SPP + fc head (see module docstring)."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, spp_levels: Sequence[int] = (6, 3, 2, 1),
+                 spp_mode: str = "max", fc_dims: Sequence[int] = (4096, 4096), dropout: float = 0.5,
+                 normalization: str = "imagenet", target_size: int = 224) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.spp = RoISpatialPyramidPool(levels=tuple(spp_levels), stride=backbone.stride,
+                                         offset=backbone.offset, mode=spp_mode)
+        self.spp_dim = backbone.out_channels * sum(n * n for n in spp_levels)
+        self.head = SPPHead(self.spp_dim, num_classes, fc_dims, dropout)
+        self.num_classes = num_classes
+        self.normalization = normalization
+        self.target_size = target_size
+
+    # -- input -------------------------------------------------------------------------
+    def prepare(self, images: Sequence[np.ndarray], scales: Sequence[int], max_size: int,
+                flips: Sequence[bool] = ()) -> ImageBatch:
+        """Resize (per scale), optionally mirror, normalise and pad RGB uint8 ``HxWx3`` images."""
+        flips = list(flips) or [False] * len(images)
+        prepared = [prepare_image(im, scales, max_size, self.normalization, f) for im, f in zip(images, flips)]
+        return collate_images(prepared, [im.shape[:2] for im in images], self.backbone.stride)
+
+    # -- model -------------------------------------------------------------------------
+    def conv_features(self, batch: ImageBatch) -> List[torch.Tensor]:
+        """The conv feature map of every image at every scale: one backbone pass per scale."""
+        return [self.backbone(x) for x in batch.images]
+
+    def pool(self, features: List[torch.Tensor], factors: torch.Tensor, rois: torch.Tensor,
+             target_size: float = 0) -> torch.Tensor:
+        """Region-SPP vectors ``(R, D)`` for ``rois (R, 5)`` = ``(batch index, x1, y1, x2, y2)``
+        in original image pixels; each window is pooled at its best scale."""
+        if rois.numel() == 0:
+            return features[0].new_zeros((0, self.spp_dim))
+        factors = factors.to(rois.device)
+        bidx = rois[:, 0].long()
+        roi_factors = factors[bidx]  # (R, S)
+        level = assign_scales(rois[:, 1:], roi_factors, target_size or self.target_size)
+        if len(features) == 1:
+            scaled = rois.clone()
+            scaled[:, 1:] = rois[:, 1:] * roi_factors[:, :1].to(rois.dtype)
+            return self.spp(features[0], scaled)
+        out = features[0].new_empty((len(rois), self.spp_dim))
+        for s, feat in enumerate(features):
+            idx = torch.nonzero(level == s).flatten()
+            if idx.numel() == 0:
+                continue
+            scaled = rois[idx].clone()
+            scaled[:, 1:] = scaled[:, 1:] * roi_factors[idx, s : s + 1].to(rois.dtype)
+            out[idx] = self.spp(feat, scaled)
+        return out
+
+    def forward(self, batch: ImageBatch, rois: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Raw outputs for ``rois (R, 5)``: ``cls_logits (R, K+1)``, ``bbox_deltas (R, 4K)``,
+        ``fc7 (R, F)``."""
+        feats = self.conv_features(batch)
+        return self.head(self.pool(feats, batch.factors, rois))
+
+
+def build_detector(cfg, num_classes: int) -> SPPDetector:
+    """Build the detector from a :class:`sppdet.config.Config`."""
+    backbone = build_backbone(cfg.model)
+    model = SPPDetector(backbone, num_classes, cfg.model.spp_levels, cfg.model.spp_mode,
+                        cfg.model.fc_dims, cfg.model.dropout, cfg.model.normalization,
+                        cfg.input.target_size)
+    return model

@@ -1,0 +1,1 @@
+"""Tests of sppdet.data (mirrors sppdet/data/)."""

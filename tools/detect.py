@@ -1,0 +1,52 @@
+"""Run a trained SPP-net detector on images.
+
+    python tools/detect.py --weights CKPT --input PATH [PATH ...] --output DIR
+        [--proposals FILE | --proposal-method ss-fast|ss-quality|edgeboxes]
+        [--score-thresh 0.5] [--device cpu|cuda] [--batch N] [--coco-json] [--voc-comp4]
+
+PATH: image files, folders or glob patterns. Writes DIR/<name>.jpg (boxes drawn) and
+DIR/detections.json (sppdet format, see README). Unreadable images are reported and
+skipped; the exit code is then 1.
+"""
+import argparse
+import sys
+
+from sppdet.cli import run_tool, setup_logging
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help="checkpoint written by tools/train.py")
+    p.add_argument("--input", required=True, nargs="+", help="image files, folders or globs")
+    p.add_argument("--output", required=True, help="output folder")
+    p.add_argument("--proposals", default=None, help="proposal file (any supported format), matched by file stem")
+    p.add_argument("--proposal-method", default="edgeboxes", choices=["edgeboxes", "ss-fast", "ss-quality"],
+                   help="compute proposals with this method when --proposals is not given")
+    p.add_argument("--allow-pickle", action="store_true", help="allow a pickled (.pkl) proposal file (runs code!)")
+    p.add_argument("--score-thresh", type=float, default=0.5)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--batch", type=int, default=1, help="images per conv batch")
+    p.add_argument("--coco-json", action="store_true", help="also write detections_coco.json")
+    p.add_argument("--voc-comp4", action="store_true", help="also write VOC comp4 files in DIR/comp4")
+    p.add_argument("--no-draw", action="store_true", help="do not write annotated images")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. test.nms_thresh=0.4")
+    args = p.parse_args(argv)
+    setup_logging(args.verbose)
+
+    from sppdet.engine.detect import run_detect
+
+    s = run_detect(args.weights, args.input, args.output, args.proposals, args.proposal_method,
+                   args.score_thresh, args.device, args.batch, args.allow_pickle, args.coco_json,
+                   args.voc_comp4, draw=not args.no_draw, overrides=args.overrides)
+    print(f"{s.images} images, {s.detections} detections, {s.seconds:.1f} s; results in {args.output}")
+    if s.failed:
+        print(f"error: {len(s.failed)} image(s) could not be processed:", file=sys.stderr)
+        for path, msg in s.failed:
+            print(f"  {msg}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_tool(main))

@@ -1,0 +1,41 @@
+"""Train an SPP-net detector.
+
+    python tools/train.py --config configs/sample_tiny.yaml [--output DIR] [--resume] [key=value ...]
+
+``train.recipe: end2end`` trains through the SPP layer (Fast R-CNN style);
+``train.recipe: paper`` runs the SPP-net multi-stage recipe on cached features.
+Works unchanged under ``torchrun --nproc_per_node=N tools/train.py ...``.
+"""
+import argparse
+import json
+import sys
+
+from sppdet.cli import run_tool, setup_logging
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="YAML config (see configs/)")
+    p.add_argument("--output", default=None, help="output folder (default: the config's output_dir)")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pth (or the cached stages)")
+    p.add_argument("--stage", default="all", help="paper recipe only: all|cache|finetune|svm|bbox")
+    p.add_argument("--eval", action="store_true", help="evaluate on the test split when training ends")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. train.max_iter=100")
+    args = p.parse_args(argv)
+
+    from sppdet.config import load_config
+    from sppdet.engine import distributed as du
+    from sppdet.engine.run import run_training
+
+    cfg = load_config(args.config, args.overrides)
+    du.init_distributed(cfg.device)
+    setup_logging(args.verbose, du.get_rank())
+    summary = run_training(cfg, args.output, resume=args.resume, stage=args.stage, evaluate=args.eval)
+    if du.is_main_process():
+        print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_tool(main))
