@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from typing import Callable, Optional
 
 from .errors import SppdetError
@@ -16,35 +17,89 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
-def setup_logging(verbose: bool = False, rank: int = 0) -> None:
-    """Configure a concise log format; only rank 0 logs at INFO level."""
+def setup_logging(verbose: bool = False, rank: Optional[int] = None) -> None:
+    """Configure a concise log format; only rank 0 logs at INFO level.
+
+    ``rank`` defaults to the ``RANK`` environment variable that ``torchrun`` sets (0 without it),
+    so a tool may set up logging before it starts the process group.
+    """
+    if rank is None:
+        rank = int(os.environ.get("RANK", "0") or 0)
     level = logging.DEBUG if verbose else (logging.INFO if rank == 0 else logging.WARNING)
     logging.basicConfig(level=level, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr, force=True)
+    warnings.showwarning = _show_warning
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Data warnings (a box dropped, a size repaired...) as one ``warning: ...`` line naming the
+    file, without the source line Python's default format adds; others as usual."""
+    from .data.dataset import DataWarning
+
+    if issubclass(category, DataWarning):
+        print(f"warning: {message}", file=file or sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
 
 
 def run_tool(main: Callable[[Optional[list]], Optional[int]], argv: Optional[list] = None) -> int:
     """Run a tool's ``main`` and map user errors to a one-line message and exit code 2."""
     try:
         code = main(argv)
+        _shutdown_distributed()
         return int(code or 0)
     except SppdetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return _user_error(str(e))
     except FileNotFoundError as e:
-        print(f"error: file not found: {e.filename or e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return _user_error(f"file not found: {e.filename or e}")
     except PermissionError as e:
-        print(f"error: permission denied: {e.filename or e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return _user_error(f"permission denied: {e.filename or e}")
+    except OSError as e:  # not a folder, disk full, read-only file system...: the environment, not a bug
+        if e.filename is None or e.strerror is None:
+            return _internal_error()
+        return _user_error(f"{e.filename}: {e.strerror}")
     except KeyboardInterrupt:
+        _close_progress_bars()
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception:
-        if os.environ.get("SPPDET_DEBUG"):
-            raise
-        import traceback
-        traceback.print_exc()
-        print("error: internal error (the traceback above is a bug in sppdet; please report it)",
-              file=sys.stderr)
-        return 1
+        return _internal_error()
+
+
+def _user_error(message: str) -> int:
+    """Print ``error: message`` on a line of its own; exit code 2."""
+    _close_progress_bars()
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+def _close_progress_bars() -> None:
+    """Close open tqdm bars, so a message starts on a fresh line, not after a half-drawn bar."""
+    tqdm_module = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm_module, "tqdm", None), "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # a bar's own clean-up must never hide the message
+            pass
+
+
+def _internal_error() -> int:
+    """Print the traceback of the exception being handled as a bug report; exit code 1."""
+    if os.environ.get("SPPDET_DEBUG"):
+        raise
+    _close_progress_bars()
+    import traceback
+    traceback.print_exc()
+    print("error: internal error (the traceback above is a bug in sppdet; please report it)",
+          file=sys.stderr)
+    return 1
+
+
+def _shutdown_distributed() -> None:
+    """Destroy the process group a tool started under torchrun (after a clean return only: a
+    failing rank just exits, and torchrun stops the others)."""
+    if "sppdet.engine.distributed" in sys.modules:
+        sys.modules["sppdet.engine.distributed"].shutdown_distributed()

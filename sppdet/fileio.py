@@ -25,6 +25,25 @@ def _umask() -> int:
     return mask
 
 
+def make_output_dir(path: PathLike, what: str = "output folder") -> Path:
+    """Create ``path`` (and parents) up front, so a long run never fails at its last write.
+
+    A path under a regular file, or one without write permission, is a one-line SppdetError.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except PermissionError as e:
+        raise SppdetError(f"{what} {path}: cannot create it (permission denied)") from e
+    except OSError as e:
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        reason = f"{blocker} is a file" if blocker is not None else e.strerror
+        raise SppdetError(f"{what} {path}: cannot create it ({reason})") from e
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise SppdetError(f"{what} {path}: cannot write here (permission denied)")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
     """Open a temp file next to ``path``; on success fsync and rename it to ``path``."""
@@ -36,6 +55,9 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
     except PermissionError as e:
         raise SppdetError(f"{folder}: cannot write here (permission denied)") from e
     except OSError as e:
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise SppdetError(f"{folder}: cannot create output folder ({blocker} is a file)") from e
         raise SppdetError(f"{folder}: cannot create output folder ({e.strerror})") from e
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give normal permissions
@@ -90,8 +112,25 @@ def torch_load(path: PathLike, map_location: Any = "cpu") -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: checkpoint file is empty")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for corrupt/unsafe files
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: cannot load checkpoint safely ({msg[:200]})") from e
+        raise CheckpointError(f"{path}: {_load_failure(path, e)}") from e
+
+
+def _load_failure(path: Path, e: Exception) -> str:
+    """A one-line reason why ``torch.load(weights_only=True)`` failed (torch's own text is long)."""
+    import re
+    import zipfile
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if unsafe:
+        return (f"refusing to load: the file holds a Python object ({unsafe.group(1)}) besides tensors and "
+                "plain containers, and unpickling it could run code (only weights are loaded)")
+    if not zipfile.is_zipfile(path):
+        return "not a readable PyTorch checkpoint (truncated, corrupt or another kind of file)"
+    first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return f"cannot load checkpoint ({first[:160]}); the file may be truncated or corrupt"

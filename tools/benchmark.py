@@ -5,11 +5,16 @@
     python tools/benchmark.py all --device cuda
 
 The output is ``{name: result}`` for every benchmark run. See :mod:`sppdet.benchmarks`.
+
+Unless OMP_WAIT_POLICY is already set, it is set to PASSIVE for this process: on a shared,
+busy machine OpenMP worker threads that spin between ops steal the cores the work needs and
+turn multi-threaded timings into noise. The value used is recorded in each result.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from sppdet.benchmarks import BENCHMARKS, run_benchmark
@@ -25,10 +30,12 @@ def main(argv=None) -> int:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch.set_num_threads before running (default 0: torch's default)")
+    parser.add_argument("--quick", action="store_true", help="small settings (a smoke run), where a benchmark has them")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
     setup_logging()
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads OpenMP, i.e. later
     names = sorted(BENCHMARKS) if args.name == "all" else [args.name]
     result = {name: run_benchmark(name, args) for name in names}
     print(json.dumps(result, indent=2))

@@ -7,6 +7,9 @@
 PATH: image files, folders or glob patterns. Writes DIR/<name>.jpg (boxes drawn) and
 DIR/detections.json (sppdet format, see README). Unreadable images are reported and
 skipped; the exit code is then 1.
+
+Under ``torchrun --nproc_per_node=N tools/detect.py ...`` the files are sharded over the
+ranks and rank 0 writes DIR/detections.json (the output folder must be visible to every rank).
 """
 import argparse
 import sys
@@ -34,16 +37,21 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     setup_logging(args.verbose)
 
+    from sppdet.engine import distributed as du
     from sppdet.engine.detect import run_detect
 
+    du.init_distributed(args.device)
     s = run_detect(args.weights, args.input, args.output, args.proposals, args.proposal_method,
                    args.score_thresh, args.device, args.batch, args.allow_pickle, args.coco_json,
                    args.voc_comp4, draw=not args.no_draw, overrides=args.overrides)
+    if not du.is_main_process():  # the summary covers every rank: rank 0 reports it
+        return 1 if s.failed else 0
     print(f"{s.images} images, {s.detections} detections, {s.seconds:.1f} s; results in {args.output}")
     if s.failed:
-        print(f"error: {len(s.failed)} image(s) could not be processed:", file=sys.stderr)
         for path, msg in s.failed:
-            print(f"  {msg}", file=sys.stderr)
+            print(f"error: skipped {msg}", file=sys.stderr)
+        print(f"error: {len(s.failed)} of {s.images + len(s.failed)} image(s) could not be processed "
+              f"(the others' results are in {args.output})", file=sys.stderr)
         return 1
     return 0
 

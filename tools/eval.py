@@ -10,6 +10,9 @@ With --weights the model is run first (its detections are saved to DIR/detection
 with --out); without --dataset the split comes from the config (data.test_split).
 --out DIR writes metrics.json, pr_curves/*.png and a self-contained report.html.
 Prints a per-class table and the mAP.
+
+Under ``torchrun --nproc_per_node=N tools/eval.py --weights W ...`` the images are sharded
+over the ranks and their detections gathered; rank 0 alone computes the metrics and writes.
 """
 import argparse
 import importlib
@@ -98,13 +101,22 @@ def main(argv=None) -> int:
     setup_logging(args.verbose)
     if not 0.0 <= args.iou < 1.0:
         raise SppdetError(f"--iou {args.iou}: must be in [0, 1)")
+    from sppdet.engine import distributed as du
+
+    du.init_distributed(args.device)
 
     from sppdet.evaluation import evaluate
     from sppdet.evaluation.detections import num_detections, save_detections
     from sppdet.evaluation.report import format_table, write_report
 
+    if args.out:  # fail now, not after running the model
+        from sppdet.fileio import make_output_dir
+
+        make_output_dir(args.out, "--out")
     dataset, cfg = load_dataset(args)
-    detections = get_detections(args, dataset)
+    detections = get_detections(args, dataset)  # with --weights: sharded over ranks, gathered
+    if not du.is_main_process():
+        return 0
     metric = args.metric or (cfg.test.metric if cfg else "coco" if args.dataset == "coco" else "voc07")
     if num_detections(detections) == 0:
         print(f"warning: no detections for {dataset.name or 'the dataset'}; every AP is 0", file=sys.stderr)

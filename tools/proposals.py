@@ -12,12 +12,15 @@ convert reads any supported format (R-CNN .mat v5/v7.3, per-image .mat/.npy/.txt
 Detectron/detectron2/mmdetection .pkl, COCO json; see sppdet/proposals/io.py) and writes
 the native .npz store; with --dataset-config boxes are checked and clipped against that split.
 Pickles are refused unless --allow-pickle (unpickling can run code: trusted files only).
+Under torchrun, compute shards the images over the ranks (rank 0 writes the store; the cache
+folder must be visible to every rank); convert and recall run on rank 0 only.
 recall prints recall@0.5/0.7 and average recall for 100/300/1000/2000 proposals and writes
 recall.json and recall.png to --out (default <output_dir>/proposal_recall_<split>).
 """
 import argparse
 import glob
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -59,6 +62,7 @@ def _copy(src: Path, dst: Path) -> None:
 
 def cmd_compute(args) -> int:
     from sppdet.config import ProposalConfig, load_config
+    from sppdet.engine import distributed as du
     from sppdet.proposals import compute_dataset_proposals, get_proposals
 
     if args.images:
@@ -84,8 +88,10 @@ def cmd_compute(args) -> int:
 
         dataset = build_dataset(cfg, args.split)
         store = get_proposals(cfg, dataset, args.split)
-        if args.out:
+        if args.out and du.is_main_process():
             _copy(store.path, Path(args.out))
+    if not du.is_main_process():
+        return 0
     out = args.out or store.path
     print(f"{len(store)} images, {store.num_boxes} boxes ({store.num_boxes / max(len(store), 1):.0f}/image) -> {out}")
     return 0
@@ -184,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    if args.func is cmd_compute:
+        from sppdet.engine import distributed as du
+
+        du.init_distributed("cpu")  # proposals run on CPU: gloo is enough, also on GPU nodes
+    elif int(os.environ.get("RANK", "0") or 0) != 0:
+        return 0  # convert and recall are cheap: rank 0 does them
     return args.func(args)
 
 

@@ -33,7 +33,11 @@ def main(argv=None) -> int:
     setup_logging(args.verbose, du.get_rank())
     summary = run_training(cfg, args.output, resume=args.resume, stage=args.stage, evaluate=args.eval)
     if du.is_main_process():
-        print(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
+        brief = {k: v for k, v in summary.items() if k not in ("history", "metrics")}
+        if "metrics" in summary:
+            m = summary["metrics"]
+            brief["metrics"] = {k: m[k] for k in ("metric", "mAP", "ap", "detect_seconds_per_image") if k in m}
+        print(json.dumps(brief, indent=2, default=float))
     return 0
 
 

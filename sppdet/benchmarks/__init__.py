@@ -78,7 +78,9 @@ def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int, device=N
                      warmup: int = 1) -> Dict[str, Dict[str, Any]]:
     """Time each callable ``repeat`` times, interleaved (round ``r`` runs every candidate once).
 
-    Returns ``{name: {"median_ms", "min_ms", "runs_ms"}}``. CUDA work is synchronised.
+    Returns ``{name: {"median_ms", "min_ms", "runs_ms", "cpu_median_ms"}}``: wall-clock times,
+    plus the median CPU time of this process (all its threads) per call, which a busy machine
+    disturbs less. CUDA work is synchronised.
     """
     import torch
 
@@ -91,16 +93,20 @@ def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int, device=N
             fn()
     sync()
     runs: Dict[str, list] = {name: [] for name in fns}
+    cpu: Dict[str, list] = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             fn()
             sync()
             runs[name].append((time.perf_counter() - start) * 1000.0)
-    out = {}
-    for name, ts in runs.items():
-        s = sorted(ts)
-        mid = len(s) // 2
-        median = s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
-        out[name] = {"median_ms": round(median, 2), "min_ms": round(s[0], 2), "runs_ms": [round(t, 2) for t in ts]}
-    return out
+            cpu[name].append((time.process_time() - cpu_start) * 1000.0)
+    return {name: {"median_ms": round(_median(ts), 2), "min_ms": round(min(ts), 2),
+                   "runs_ms": [round(t, 2) for t in ts], "cpu_median_ms": round(_median(cpu[name]), 2)}
+            for name, ts in runs.items()}
+
+
+def _median(values: list) -> float:
+    s = sorted(values)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2

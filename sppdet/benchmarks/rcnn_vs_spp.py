@@ -14,9 +14,9 @@ with its first 2,000 real Selective Search windows (fast-rcnn demo file) when
   work per window is fixed, so the scaling is exact up to batching effects); its fc time is
   that of the same fc layers on the same ``(R, D)`` input as SPP mode.
 
-Both fc configurations are reported, each applied to *both* modes: the full fc layers and
-the truncated-SVD ones (Fast R-CNN section 3.1; :meth:`SPPHead.compress_svd`, ranks
-``svd_ranks``). FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode``: conv
+Three fc configurations are reported, each applied to *both* modes: the full fc layers, the
+truncated-SVD ones at Fast R-CNN's ranks (section 3.1; :meth:`SPPHead.compress_svd`, fc6 1024,
+fc7 256) and a lower-rank truncation (256, 128; accuracy not verified: weights are random). FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode``: conv
 and linear layers only (pooling, LRN, ReLU and warping are not counted). Image resizing and
 normalisation are outside every timing. All timings are interleaved (:func:`time_interleaved`).
 """
@@ -34,10 +34,32 @@ VOC_IMAGE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "vo
 #: Full setting and the ``quick`` one (unit tests: every code path, seconds).
 SETTINGS = {
     "full": dict(backbone="zf5", tiny_width=32, windows=2000, rcnn_windows=64, rcnn_batch=32,
-                 fc_dims=(4096, 4096), svd_ranks=(1024, 256), num_classes=20, scale=688),
+                 fc_dims=(4096, 4096), svd_ranks=(1024, 256), low_ranks=(256, 128), num_classes=20, scale=688),
     "quick": dict(backbone="tiny", tiny_width=8, windows=50, rcnn_windows=8, rcnn_batch=4,
-                  fc_dims=(64, 64), svd_ranks=(16, 8), num_classes=3, scale=224),
+                  fc_dims=(64, 64), svd_ranks=(16, 8), low_ranks=(8, 4), num_classes=3, scale=224),
 }
+
+
+def truncate_svd_head(head, ranks):
+    """A copy of a :meth:`SPPHead.compress_svd` head keeping only the top ``ranks`` singular
+    directions of each factorised fc layer: exactly the lower-rank truncated SVD, without
+    recomputing it (the factors are ordered by singular value)."""
+    import torch
+    from torch import nn
+
+    out = copy.deepcopy(head)
+    pairs = [i for i, m in enumerate(out.fc) if isinstance(m, nn.Sequential)]
+    for i, rank in zip(pairs, ranks):
+        first, second = out.fc[i]
+        if rank >= first.out_features:
+            continue
+        a, b = nn.Linear(first.in_features, rank, bias=False), nn.Linear(rank, second.out_features)
+        with torch.no_grad():
+            a.weight.copy_(first.weight[:rank])
+            b.weight.copy_(second.weight[:, :rank])
+            b.bias.copy_(second.bias)
+        out.fc[i] = nn.Sequential(a, b)
+    return out
 
 
 def load_image_and_windows(num: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray, str]:
@@ -90,6 +112,7 @@ def run_rcnn_vs_spp(args: Any) -> Dict[str, Any]:
     model = build_detector(cfg, s["num_classes"]).to(device).eval()
     heads = {"full_fc": model.head, "svd_fc": copy.deepcopy(model.head)}
     heads["svd_fc"].compress_svd(list(s["svd_ranks"]))
+    heads["svd_low_rank_fc"] = truncate_svd_head(heads["svd_fc"], s["low_ranks"])
     rcnn = RCNNBaseline(model, batch_size=s["rcnn_batch"])
 
     image, windows, source = load_image_and_windows(s["windows"])
@@ -118,49 +141,49 @@ def run_rcnn_vs_spp(args: Any) -> Dict[str, Any]:
         fns = {
             "spp_conv": lambda: model.conv_features(batch),
             "spp_pool": lambda: model.pool(feats, batch.factors, rois),
-            "fc_full": fc(heads["full_fc"]),
-            "fc_svd": fc(heads["svd_fc"]),
-            "spp_total_full_fc": spp_total(heads["full_fc"]),
-            "spp_total_svd_fc": spp_total(heads["svd_fc"]),
             "rcnn_warp": lambda: [rcnn.warp(im, sub[i : i + rcnn.batch_size]) for i in range(0, n, rcnn.batch_size)],
             "rcnn_conv": lambda: [rcnn.conv(c) for c in crops],
             "rcnn_pool5": lambda: [rcnn.pool(m) for m in maps],
         }
+        for name, head in heads.items():
+            fns[f"fc_{name}"] = fc(head)
+            fns[f"spp_total_{name}"] = spp_total(head)
         t = time_interleaved(fns, repeat, device)
 
         flops = {
             "spp_conv": count_flops(lambda: model.conv_features(batch)),
             "rcnn_conv": R * count_flops(lambda: rcnn.conv(crops[0][:1])),
-            "fc_full": R * count_flops(lambda: heads["full_fc"](pooled[:1])),
-            "fc_svd": R * count_flops(lambda: heads["svd_fc"](pooled[:1])),
+            **{f"fc_{name}": R * count_flops(lambda: head(pooled[:1])) for name, head in heads.items()},
         }
 
     ms = {k: v["median_ms"] for k, v in t.items()}
     scale = R / float(n)
     rcnn_ms = {"warp": ms["rcnn_warp"] * scale, "conv": ms["rcnn_conv"] * scale, "pool5": ms["rcnn_pool5"] * scale}
     per_window = rcnn_ms["warp"] + rcnn_ms["conv"] + rcnn_ms["pool5"]
-    rcnn_total = {"full_fc": per_window + ms["fc_full"], "svd_fc": per_window + ms["fc_svd"]}
-    spp_total = {"full_fc": ms["spp_total_full_fc"], "svd_fc": ms["spp_total_svd_fc"]}
-    speedup_total = {k: rcnn_total[k] / spp_total[k] for k in spp_total}
-    flop_total = {k: (flops["rcnn_conv"] + flops[f"fc_{k[:-3]}"]) / (flops["spp_conv"] + flops[f"fc_{k[:-3]}"])
-                  for k in ("full_fc", "svd_fc")}
+    fc_ms = {k: ms[f"fc_{k}"] for k in heads}
+    spp_total = {k: ms[f"spp_total_{k}"] for k in heads}
+    rcnn_total = {k: per_window + fc_ms[k] for k in heads}
+    speedup_total = {k: rcnn_total[k] / spp_total[k] for k in heads}
+    flop_total = {k: (flops["rcnn_conv"] + flops[f"fc_{k}"]) / (flops["spp_conv"] + flops[f"fc_{k}"]) for k in heads}
     return {
         "setup": {
             "backbone": s["backbone"], "weights": "random (timing only)", "spp_levels": list(cfg.model.spp_levels),
-            "fc_dims": list(s["fc_dims"]), "svd_ranks_fc6_fc7": list(s["svd_ranks"]), "num_classes": s["num_classes"],
+            "fc_dims": list(s["fc_dims"]), "num_classes": s["num_classes"],
+            "fc_configs": {"full_fc": "full fc6/fc7", "svd_fc": f"truncated SVD, ranks {list(s['svd_ranks'])} "
+                           "(Fast R-CNN's)", "svd_low_rank_fc": f"truncated SVD, ranks {list(s['low_ranks'])}"},
+            "fc_config_applies_to": "both modes (same fc layers and weights)",
             "image": source, "image_size_hw": list(image.shape[:2]), "spp_scale": s["scale"],
             "spp_input_hw": list(batch.images[0].shape[-2:]), "windows": R, "fc_chunk": CHUNK,
             "rcnn_crop": rcnn.crop_size, "rcnn_context": rcnn.context, "rcnn_batch": rcnn.batch_size,
             "rcnn_timed_windows": n, "rcnn_scaled_linearly_to": R,
-            "rcnn_fc": "same fc layers on the same (R, D) input as SPP mode (fc_ms)",
+            "rcnn_fc": "same fc layers on the same (R, D) input as SPP mode (fc)",
+            "excluded": "image resize/normalisation (both modes), NMS",
             "device": str(device), "threads": torch.get_num_threads(), "repeat": repeat, "torch": torch.__version__,
             "quick": quick,
         },
         "timings_ms": t,
-        "spp_ms": {"conv": ms["spp_conv"], "pool": ms["spp_pool"], "fc": {"full_fc": ms["fc_full"], "svd_fc": ms["fc_svd"]},
-                   "total": spp_total},
-        "rcnn_ms": {**{k: round(v, 1) for k, v in rcnn_ms.items()},
-                    "fc": {"full_fc": ms["fc_full"], "svd_fc": ms["fc_svd"]},
+        "spp_ms": {"conv": ms["spp_conv"], "pool": ms["spp_pool"], "fc": fc_ms, "total": spp_total},
+        "rcnn_ms": {**{k: round(v, 1) for k, v in rcnn_ms.items()}, "fc": fc_ms,
                     "total": {k: round(v, 1) for k, v in rcnn_total.items()}},
         "speedup_conv": round(rcnn_ms["conv"] / ms["spp_conv"], 1),
         "speedup_total": {k: round(v, 1) for k, v in speedup_total.items()},

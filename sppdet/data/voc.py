@@ -20,6 +20,8 @@ NaN / inf coordinate                    dropped, :class:`DataWarning` naming fil
 non-numeric coordinate, no ``bndbox``   :class:`DataError` naming file + object
 ``<size>`` disagrees with the image     the image wins: every image's header is read
                                         (about 0.2 ms each); counted as ``size_mismatch``
+                                        and one :class:`DataWarning` per load names the
+                                        first file and how many more
 ``<size>`` missing or zero              same: the size comes from the image
 class name with stray spaces / case     stripped and matched case-insensitively
 unknown class                           :class:`DataError` naming file and class, or
@@ -151,8 +153,11 @@ def _find_image(root: Path, image_id: str, filename: Optional[str]) -> Path:
 
 
 def _parse_annotation(xml_path: PathLike, root: PathLike, lookup: "_ClassLookup", issues: Counter,
-                  skip_unknown: bool = False) -> ImageRecord:
-    """Read one annotation file into an :class:`ImageRecord` (policy: module docstring)."""
+                  skip_unknown: bool = False, size_notes: Optional[List[str]] = None) -> ImageRecord:
+    """Read one annotation file into an :class:`ImageRecord` (policy: module docstring).
+
+    A stated ``<size>`` that differs from the image is noted in ``size_notes`` (when given).
+    """
     xml_path, root = Path(xml_path), Path(root)
     image_id = xml_path.stem
     ann = parse_xml_file(xml_path)
@@ -160,8 +165,12 @@ def _parse_annotation(xml_path: PathLike, root: PathLike, lookup: "_ClassLookup"
         raise DataError(f"{xml_path}: root element is <{ann.tag}>, expected <annotation>")
     file_name = _find_image(root, image_id, _text(ann, "filename"))
     width, height = image_size(file_name)
-    if _size_from_xml(ann) != (width, height):
+    declared = _size_from_xml(ann)
+    if declared != (width, height):
         issues["size_mismatch"] += 1
+        if declared[0] > 0 and declared[1] > 0 and size_notes is not None:  # wrong, not just missing
+            size_notes.append(f"{xml_path}: <size> says {declared[0]}x{declared[1]} but "
+                              f"{file_name.name} is {width}x{height}")
 
     boxes, labels, difficult, truncated, dropped = [], [], [], [], []
     for i, obj in enumerate(ann.findall("object")):
@@ -267,8 +276,13 @@ def load_voc(root: PathLike, split: Optional[str] = None, class_names: Optional[
     ids, split_file = _split_ids(root, split)
     lookup = _ClassLookup(class_names)
     issues: Counter = Counter()
-    records = [_parse_annotation(root / "Annotations" / f"{i}.xml", root, lookup, issues, skip_unknown)
-               for i in ids]
+    size_notes: List[str] = []
+    records = [_parse_annotation(root / "Annotations" / f"{i}.xml", root, lookup, issues, skip_unknown,
+                                 size_notes) for i in ids]
+    if size_notes:
+        more = f" (and {len(size_notes) - 1} more annotation files)" if len(size_notes) > 1 else ""
+        warnings.warn(f"{size_notes[0]}{more}; the image's size is used (if the image was resized after "
+                      "annotation, its boxes are in the wrong pixels)", DataWarning, stacklevel=2)
     meta = {"format": "voc", "root": str(root), "split": split or "",
             "split_file": str(split_file) if split_file else "",
             "issues": {k: issues.get(k, 0) for k in

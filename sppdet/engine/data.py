@@ -78,7 +78,7 @@ class WindowDataset(Dataset):
         rec = self.dataset[index]
         g = torch.Generator().manual_seed(seed)
         tc = self.cfg.train
-        image = read_image(rec.file_name)
+        image = read_image(rec.file_name, self.cfg.input.max_image_pixels)
         h, w = image.shape[:2]
         scales = self.cfg.input.train_scales
         scale = scales[int(torch.randint(len(scales), (1,), generator=g))]
@@ -120,13 +120,20 @@ def make_collate(size_divisible: int):
 
 def build_train_loader(dataset: DetectionDataset, proposals, cfg: Config, normalization: str,
                        size_divisible: int, start_iter: int = 0, rank: int = 0, world_size: int = 1,
-                       ims_per_batch: Optional[int] = None):
-    """An infinite DataLoader of training batches, positioned at ``start_iter``."""
+                       ims_per_batch: Optional[int] = None, start_sample: Optional[int] = None):
+    """An infinite DataLoader of this rank's training batches (``ims_per_batch`` images each).
+
+    The stream starts at global position ``start_sample`` (samples consumed by all ranks so
+    far), by default ``start_iter * ims_per_batch * world_size``. Rank ``r``'s ``k``-th batch
+    holds positions ``start + r + w * (k * ipb + j)``, ``j < ipb``: so one step of ``w`` ranks
+    with ``ipb`` images each covers the same ``w * ipb`` positions as one step of one process
+    with ``w * ipb`` images (in another order within the step).
+    """
     from torch.utils.data import DataLoader
 
     ipb = ims_per_batch or cfg.train.ims_per_batch
-    stream = SampleStream(len(dataset), cfg.train.seed, start=start_iter * ipb * world_size,
-                          rank=rank, world_size=world_size)
+    start = start_iter * ipb * world_size if start_sample is None else int(start_sample)
+    stream = SampleStream(len(dataset), cfg.train.seed, start=start, rank=rank, world_size=world_size)
     ds = WindowDataset(dataset, proposals, cfg, normalization)
     workers = max(0, cfg.train.workers)
     return DataLoader(ds, batch_size=ipb, sampler=stream, collate_fn=make_collate(size_divisible),

@@ -2,9 +2,16 @@
 
 Under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) :func:`init_distributed` starts the process
 group (NCCL with CUDA, gloo on CPU); without it every helper degrades to the single-process case.
+
+Failure handling: a rank that hits an error exits non-zero and ``torchrun`` then stops the other
+ranks. Collectives also time out after ``SPPDET_DIST_TIMEOUT_S`` seconds (default 1800), so a
+job started by another launcher that does not watch its workers fails instead of hanging.
+:func:`shutdown_distributed` (called by :func:`sppdet.cli.run_tool` when a tool returns) destroys
+the process group.
 """
 from __future__ import annotations
 
+import datetime
 import os
 from typing import Any, List
 
@@ -38,8 +45,33 @@ def init_distributed(device: str = "auto") -> bool:
     backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend)
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=dist_timeout_s()))
     return True
+
+
+def dist_timeout_s() -> float:
+    """Collective timeout in seconds: env ``SPPDET_DIST_TIMEOUT_S``, default 1800 (30 minutes)."""
+    raw = os.environ.get("SPPDET_DIST_TIMEOUT_S", "1800")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"SPPDET_DIST_TIMEOUT_S={raw!r}: expected a positive number of seconds")
+    return value
+
+
+def shutdown_distributed() -> None:
+    """Destroy the default process group if one was started (no-op otherwise)."""
+    if is_dist():
+        dist.destroy_process_group()
+
+
+def shard(n: int) -> range:
+    """This rank's share of ``range(n)``: ``rank, rank + world, ...`` (all of it single-process)."""
+    return range(get_rank(), n, get_world_size())
 
 
 def barrier() -> None:
@@ -54,6 +86,13 @@ def all_gather_object(obj: Any) -> List[Any]:
     out: List[Any] = [None] * get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over ranks in place (unchanged when single-process); returns it."""
+    if is_dist():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

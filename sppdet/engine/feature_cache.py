@@ -27,6 +27,12 @@ size and hash. Opening checks ``meta.json`` (checksum, fingerprint) and every fi
 ``.npz`` hashes and a sampled hash of each ``.npy`` (its first and last 64 KiB and 16 blocks in
 between; ``verify="full"`` hashes every byte). A stale cache (other settings, backbone weights,
 proposals or images) or a damaged one is rebuilt, reusing the shards that are still valid.
+
+Under ``torchrun`` every rank calls :func:`build_feature_cache` together: rank 0 decides whether
+the cache is reused, the images are sharded over the ranks (both views of an image on the same
+rank), each rank writes its own shards (atomically, as above), and after the ranks' shard records
+are gathered rank 0 writes ``meta.json``; the others then open the finished cache. The cache
+folder must be on a filesystem every rank sees.
 """
 from __future__ import annotations
 
@@ -45,6 +51,7 @@ import torch
 
 from ..errors import SppdetError
 from ..fileio import atomic_write, save_json
+from . import distributed as du
 from ..structures import box_iou, clip_boxes, valid_boxes_mask
 
 log = logging.getLogger("sppdet.paper")
@@ -438,31 +445,26 @@ def build_feature_cache(model, dataset, proposals, cfg, folder, device="cpu", re
     settings_sha = _sha1(json.dumps(settings, sort_keys=True).encode())
     jobs, counts = _jobs(dataset, proposals, cfg, settings_sha)
     fingerprint = cache_fingerprint(settings, jobs)
-    try:
-        cache = FeatureCache.open(folder, fingerprint, verify="quick")
+    cache = _open_current(folder, fingerprint) if du.is_main_process() else None
+    if du.broadcast_object(cache is not None):  # rank 0 decides: every rank takes the same branch
+        if cache is None:
+            cache = FeatureCache(folder, read_meta(folder))
         cache.reused = True
-        log.info("feature cache: reusing %s (%d views, %d windows)", folder, len(cache), cache.num_windows)
         return cache
-    except CacheError as e:
-        if (folder / META).exists() or (folder / SHARDS).exists():
-            log.warning("feature cache: %s; rebuilding (valid shards are reused with --resume)", e)
-    (folder / SHARDS).mkdir(parents=True, exist_ok=True)
     meta_path = folder / META
-    if meta_path.exists():
-        meta_path.unlink()  # the cache is incomplete until a new meta.json is written
-    _remove_temp_files(folder / SHARDS)
+    if du.is_main_process():
+        (folder / SHARDS).mkdir(parents=True, exist_ok=True)
+        if meta_path.exists():
+            meta_path.unlink()  # the cache is incomplete until a new meta.json is written
+        _remove_temp_files(folder / SHARDS)
+        _check_disk(folder, len(dataset), len(jobs), sum(counts), model.spp_dim)
+    du.barrier()
 
-    views = len(jobs) // max(1, len(dataset))
-    total = sum(counts) * views
-    est = total * model.spp_dim * 2
-    log.info("feature cache: %d images x %d view(s), ~%d windows x D=%d x 2 bytes = %.2f GB -> %s",
-             len(dataset), views, total, model.spp_dim, est / 1e9, folder)
-    free = shutil.disk_usage(folder).free
-    if est > free:
-        raise SppdetError(f"feature cache needs ~{est / 1e9:.1f} GB but {folder} has {free / 1e9:.1f} GB free "
-                          f"(lower proposals.max_per_image, turn off train.paper.flip or set train.paper.cache_dir)")
     records, reused = [], 0
-    bar = tqdm(jobs, desc="feature cache", unit="view", disable=not progress, mininterval=1.0)
+    world, rank = du.get_world_size(), du.get_rank()
+    mine = [job for job in jobs if job.index % world == rank]  # both views of an image on one rank
+    bar = tqdm(mine, desc="feature cache", unit="view", disable=not (progress and du.is_main_process()),
+               mininterval=1.0)
     image, image_index = None, -1
     for job in bar:
         rec = _shard_record(folder, job) if resume else None
@@ -472,7 +474,7 @@ def build_feature_cache(model, dataset, proposals, cfg, folder, device="cpu", re
             continue
         ds_rec = dataset[job.index]
         if image_index != job.index:
-            image, image_index = read_image(ds_rec.file_name), job.index
+            image, image_index = read_image(ds_rec.file_name, cfg.input.max_image_pixels), job.index
         h, w = image.shape[:2]
         win = image_windows(ds_rec, proposals.boxes(ds_rec.image_id), cfg.proposals.max_per_image,
                             cfg.data.exclude_difficult, w, h)
@@ -483,15 +485,46 @@ def build_feature_cache(model, dataset, proposals, cfg, folder, device="cpu", re
                              job.flip, device)
         records.append(_write_shard(folder, job, feats, win))
     bar.close()
-    if reused:
-        log.info("feature cache: reused %d of %d shards", reused, len(jobs))
-    _remove_stray_files(folder / SHARDS, {j.name for j in jobs})
-    meta = {"format": FORMAT, "version": VERSION, "fingerprint": fingerprint, "settings": settings,
-            "dim": int(model.spp_dim), "dtype": "float16", "num_windows": int(sum(r["windows"] for r in records)),
-            "shards": records}
-    meta["checksum"] = _checksum(meta)
-    save_json(meta, meta_path)
-    return FeatureCache(folder, meta)
+    if world > 1:  # every rank's shards are written once their records arrive here
+        parts = du.all_gather_object((records, reused))
+        by_name = {r["name"]: r for part, _ in parts for r in part}
+        records, reused = [by_name[j.name] for j in jobs], sum(n for _, n in parts)
+    if du.is_main_process():
+        if reused:
+            log.info("feature cache: reused %d of %d shards", reused, len(jobs))
+        _remove_stray_files(folder / SHARDS, {j.name for j in jobs})
+        meta = {"format": FORMAT, "version": VERSION, "fingerprint": fingerprint, "settings": settings,
+                "dim": int(model.spp_dim), "dtype": "float16",
+                "num_windows": int(sum(r["windows"] for r in records)), "shards": records}
+        meta["checksum"] = _checksum(meta)
+        save_json(meta, meta_path)
+    du.barrier()  # meta.json is written: the cache is complete
+    return FeatureCache(folder, meta if du.is_main_process() else read_meta(folder))
+
+
+def _open_current(folder: Path, fingerprint: str) -> Optional[FeatureCache]:
+    """The complete cache in ``folder`` when it has ``fingerprint`` and passes the quick check."""
+    try:
+        cache = FeatureCache.open(folder, fingerprint, verify="quick")
+    except CacheError as e:
+        if (folder / META).exists() or (folder / SHARDS).exists():
+            log.warning("feature cache: %s; rebuilding (valid shards are reused with --resume)", e)
+        return None
+    log.info("feature cache: reusing %s (%d views, %d windows)", folder, len(cache), cache.num_windows)
+    return cache
+
+
+def _check_disk(folder: Path, images: int, jobs: int, windows_per_view: int, dim: int) -> None:
+    """Log the cache's estimated size; a clear error when the disk cannot hold it."""
+    views = jobs // max(1, images)
+    total = windows_per_view * views
+    est = total * dim * 2
+    log.info("feature cache: %d images x %d view(s), ~%d windows x D=%d x 2 bytes = %.2f GB -> %s",
+             images, views, total, dim, est / 1e9, folder)
+    free = shutil.disk_usage(folder).free
+    if est > free:
+        raise SppdetError(f"feature cache needs ~{est / 1e9:.1f} GB but {folder} has {free / 1e9:.1f} GB free "
+                          f"(lower proposals.max_per_image, turn off train.paper.flip or set train.paper.cache_dir)")
 
 
 def _remove_temp_files(shards: Path) -> None:

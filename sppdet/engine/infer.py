@@ -116,7 +116,7 @@ def detect_dataset(predictor: Predictor, dataset: DetectionDataset, proposals,
     it = tqdm(mine, desc="detect", unit="img", disable=not (progress and du.is_main_process()), mininterval=1.0)
     for i in it:
         rec = dataset[i]
-        image = read_image(rec.file_name)
+        image = read_image(rec.file_name, predictor.cfg.input.max_image_pixels)
         results[rec.image_id] = predictor.predict(image, proposals.boxes(rec.image_id))
     if world > 1:
         merged: Dict[str, ImageDetections] = {}

@@ -25,6 +25,13 @@ made from; an output whose key matches is reused (the stage is skipped), a stale
 With ``resume`` an interrupted cache continues with its valid shards and an interrupted
 fine-tuning continues from ``finetune_last.pth`` exactly. ``stage`` runs one stage only, and
 requires the outputs of the stages it reads (cache for all; ``finetune.pth`` for ``svm``).
+
+Under ``torchrun``: the proposals and the feature cache are sharded over the ranks (each image
+on one rank); fine-tuning runs DistributedDataParallel on the fc layers, each rank taking every
+``w``-th window of the same global mini-batch of ``finetune_batch`` windows (so the update is
+the single-process one, up to dropout masks); the SVMs, the box regressors and the final model
+are computed by rank 0 alone (they are cheap next to the cache) while the others wait. Only
+rank 0 writes outputs other than cache shards.
 """
 from __future__ import annotations
 
@@ -40,7 +47,7 @@ import torch
 
 from ..config import Config, config_to_dict, save_config
 from ..errors import ConfigError, SppdetError
-from ..fileio import save_json, torch_load, torch_save
+from ..fileio import make_output_dir, save_json, torch_load, torch_save
 from ..structures import BoxCoder, box_iou
 from . import distributed as du
 from .checkpoint import load_checkpoint, restore_model, save_checkpoint
@@ -76,13 +83,11 @@ def train_paper(cfg: Config, output_dir: Optional[str] = None, resume: bool = Fa
     if cfg.train.paper.scorer not in ("svm", "softmax"):
         raise ConfigError(f"train.paper.scorer: unknown scorer '{cfg.train.paper.scorer}' (use svm or softmax)")
     du.init_distributed(cfg.device)
-    if du.get_world_size() > 1:
-        raise SppdetError("train.recipe=paper runs in one process (its stages are cheap on cached "
-                          "features); launch it without torchrun")
     out = Path(output_dir or cfg.output_dir)
     cfg.output_dir = str(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    make_output_dir(out)
+    if du.is_main_process():
+        save_config(cfg, out / "config.yaml")
     dataset = build_dataset(cfg, "train")
     if len(dataset) == 0:
         raise SppdetError(f"training split '{cfg.data.train_split}' has no images")
@@ -90,7 +95,8 @@ def train_paper(cfg: Config, output_dir: Optional[str] = None, resume: bool = Fa
     proposals = get_proposals(cfg, dataset, "train", str(out))
     trainer = PaperTrainer(cfg, out, dataset, proposals, du.resolve_device(cfg.device))
     summary = trainer.run(stage, resume)
-    save_json(summary, out / "train_log.json")
+    if du.is_main_process():
+        save_json(summary, out / "train_log.json")
     return summary
 
 
@@ -105,7 +111,7 @@ class PaperTrainer:
         self.dataset = dataset
         self.proposals = proposals
         self.device = torch.device(device)
-        self.progress = progress
+        self.progress = progress and du.is_main_process()
         self.class_names = list(dataset.class_names)
         self.num_classes = len(self.class_names)
         torch.manual_seed(cfg.train.seed)  # same random init (tiny backbone, head) in every stage
@@ -130,10 +136,13 @@ class PaperTrainer:
                 continue
             elif name == "finetune":
                 ran = self._stage_finetune(resume, summary)
+            elif not du.is_main_process():  # svm, bbox: rank 0 alone (module docstring)
+                ran = False
             elif name == "svm":
                 ran = self._stage_svm(summary, allow_redo_finetune=stage == "all")
             else:
                 ran = self._stage_bbox(summary)
+            du.barrier()
             if ran:
                 summary["stages_run"].append(name)
                 summary["stage_seconds"][name] = round(time.time() - t0, 2)
@@ -141,12 +150,13 @@ class PaperTrainer:
         c = self.cache
         summary["cache"] = {"dir": str(self.cache_dir), "views": len(c), "windows": c.num_windows,
                             "dim": c.dim, "gigabytes": round(c.num_windows * c.dim * 2 / 1e9, 3)}
-        final = self._write_final()
-        if final:
-            summary["checkpoint"] = str(final)
-        elif (self.out / FINETUNE).is_file():
-            summary["checkpoint"] = str(self.out / FINETUNE)
-        return summary
+        if du.is_main_process():
+            final = self._write_final()
+            if final:
+                summary["checkpoint"] = str(final)
+            elif (self.out / FINETUNE).is_file():
+                summary["checkpoint"] = str(self.out / FINETUNE)
+        return du.broadcast_object(summary)  # every rank returns rank 0's summary (and paths)
 
     def _keys(self) -> Dict[str, str]:
         cfg, pc, tc = self.cfg, self.cfg.train.paper, self.cfg.train
@@ -201,10 +211,10 @@ class PaperTrainer:
 
     def _stage_finetune(self, resume: bool, summary: Dict) -> bool:
         from ..modeling.loss import FastRCNNLoss
-        from .train import build_optimizer
+        from .train import build_optimizer, global_losses
 
         key = self._keys()["finetune"]
-        if self._load_stage(FINETUNE, key) is not None:
+        if du.broadcast_object(self._load_stage(FINETUNE, key) is not None if du.is_main_process() else None):
             log.info("stage finetune: %s is up to date (delete it to redo)", self.out / FINETUNE)
             return False
         cfg, pc, tc = self.cfg, self.cfg.train.paper, self.cfg.train
@@ -233,6 +243,11 @@ class PaperTrainer:
         history: List[Dict] = []
         bar = _bar(pc.finetune_iters, start, "finetune", self.progress)
         head.train()
+        rank, world = du.get_rank(), du.get_world_size()
+        ddp_head = head
+        if world > 1:
+            ddp_head = torch.nn.parallel.DistributedDataParallel(
+                head, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         for it in range(start, pc.finetune_iters):
             lr = pc.finetune_lr * tc.lr_gamma ** sum(1 for s in pc.finetune_lr_steps if it >= s)
             for g in optimizer.param_groups:
@@ -241,21 +256,27 @@ class PaperTrainer:
             pick_fg = fg[rng.integers(0, fg.size, num_fg)] if num_fg else fg[:0]
             pick_bg = bg[rng.integers(0, bg.size, pc.finetune_batch - num_fg)]
             windows = np.concatenate([pick_fg, pick_bg])
-            x = torch.from_numpy(self.cache.gather(windows)).to(self.device)
             labels = torch.zeros(len(windows), dtype=torch.long)
             labels[: len(pick_fg)] = torch.from_numpy(idx["gt_label"][pick_fg].astype(np.int64))
             targets = torch.zeros(len(windows), 4)
             if len(pick_fg):
                 targets[: len(pick_fg)] = self.box_coder.encode(torch.from_numpy(idx["boxes"][pick_fg]),
                                                                 torch.from_numpy(idx["gt_box"][pick_fg]))
-            torch.manual_seed(_mix(tc.seed, it, 13))  # dropout masks: same on resume
-            losses = loss_fn(head(x), labels.to(self.device), targets.to(self.device))
-            if not torch.isfinite(losses["loss"]):
+            share = slice(rank, None, world)  # this rank's windows of the global mini-batch (all of them single-process)
+            x = torch.from_numpy(self.cache.gather(windows[share])).to(self.device)
+            labels, targets = labels[share], targets[share]
+            # dropout masks: same on resume; each rank its own
+            torch.manual_seed(_mix(tc.seed, it, 13) if rank == 0 else _mix(tc.seed, it, 13, rank))
+            losses = loss_fn(ddp_head(x), labels.to(self.device), targets.to(self.device))
+            objective, logged = losses["loss"], losses
+            if world > 1:
+                objective, logged, _, _ = global_losses(losses, labels.to(self.device), world)
+            if not torch.isfinite(logged["loss"]):
                 raise SppdetError(f"fine-tuning diverged at iteration {it}; lower train.paper.finetune_lr")
             optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
+            objective.backward()
             optimizer.step()
-            rec = {k: round(float(v.detach()), 5) for k, v in losses.items()}
+            rec = {k: round(float(v.detach()), 5) for k, v in logged.items()}
             rec.update(iter=it + 1, lr=lr)
             history.append(rec)
             if bar is not None:
@@ -272,7 +293,8 @@ class PaperTrainer:
             bar.close()
         head.eval()
         self._save(FINETUNE, pc.finetune_iters, {"key": key})
-        (self.out / FINETUNE_LAST).unlink(missing_ok=True)
+        if du.is_main_process():
+            (self.out / FINETUNE_LAST).unlink(missing_ok=True)
         if history:
             tail = history[-min(len(history), 50):]
             summary["finetune"] = {"first_loss": history[0]["loss"],
@@ -280,13 +302,15 @@ class PaperTrainer:
         return True
 
     def _save(self, name: str, iteration: int, stage_rec: Dict, optimizer=None) -> None:
+        if not du.is_main_process():
+            return
         save_checkpoint(self.out / name, model=self.model, cfg=self.cfg, class_names=self.class_names,
                         iteration=iteration, optimizer=optimizer, extras={"paper_stage": stage_rec})
 
     def _load_finetuned(self, key: str, allow_redo: bool, summary: Dict) -> None:
         state = self._load_stage(FINETUNE, key)
         if state is None:
-            if not allow_redo:
+            if not allow_redo or du.get_world_size() > 1:  # (under torchrun only rank 0 gets here)
                 raise SppdetError(f"{self.out / FINETUNE} is missing or stale; run --stage finetune first")
             self._stage_finetune(False, summary)
             state = self._load_stage(FINETUNE, key)

@@ -26,6 +26,8 @@ Feature cell ``j`` is centred at image coordinate ``stride * j + offset``. A win
 """
 from __future__ import annotations
 
+import ctypes
+import sys
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -44,8 +46,13 @@ __all__ = [
 
 _MODES = ("max", "avg")
 _BINNINGS = ("adaptive", "paper")
-#: Fast max path: bytes of gathered rows per RoI chunk on CPU (keeps the working set in cache).
+#: Fast max path: bytes of gathered table rows per chunk of RoIs on CPU.
 _CPU_CHUNK_BYTES = 24 << 20
+#: CPU buffers at least this large are advised as transparent huge pages (see _new_buffer).
+_HUGE_PAGE_MIN_BYTES = 4 << 20
+_HUGE_PAGE = 2 << 20
+_MADV_HUGEPAGE = 14
+_madvise = None  # libc madvise, resolved on first use; False where unavailable
 
 
 def _check_levels(levels: Sequence[int]) -> Tuple[int, ...]:
@@ -74,7 +81,7 @@ def paper_pool_params(size: int, n: int) -> Optional[Tuple[int, int]]:
     """SPP-net's pooling window for one axis: ``(win, stride) = (ceil(a/n), floor(a/n))``.
 
     Returns ``None`` when that rule does not give exactly ``n`` bins: ``a < n`` (stride 0) or
-    ``a mod n > floor(a/n) + 1`` (e.g. ``a=10, n=6`` gives 9 bins, ``a=11, n=4`` gives 5).
+    ``a mod n > floor(a/n)`` (e.g. ``a=10, n=6`` gives 9 bins, ``a=11, n=4`` gives 5).
     :class:`SpatialPyramidPool` then uses adaptive binning on that axis for that level.
     """
     win, stride = -(-size // n), size // n
@@ -90,10 +97,8 @@ def _pool_axis(x: Tensor, n: int, dim: int, mode: str, binning: str) -> Tensor:
         size = (n, None) if dim == 2 else (None, n)
         pool = F.adaptive_max_pool2d if mode == "max" else F.adaptive_avg_pool2d
         return pool(x, size)
-    win, stride = params
-    kernel, step = ((win, 1), (stride, 1)) if dim == 2 else ((1, win), (1, stride))
-    pool = F.max_pool2d if mode == "max" else F.avg_pool2d
-    return pool(x, kernel, step)
+    windows = x.unfold(dim, *params)  # (..., n, ..., win): a view
+    return windows.amax(-1) if mode == "max" else windows.mean(-1)
 
 
 def spatial_pyramid_pool(x: Tensor, levels: Sequence[int] = (4, 2, 1), mode: str = "max",
@@ -209,6 +214,32 @@ def _plan_levels(levels: Tuple[int, ...], mode: str) -> Dict[int, Optional[int]]
     return plan
 
 
+def _new_buffer(like: Tensor, shape: Tuple[int, ...]) -> Tensor:
+    """``like.new_empty(shape)``; on Linux CPU, a large buffer is advised (``madvise``) as
+    transparent huge pages before it is first written. Filling fresh memory page by page is
+    a large part of this layer's cost (the output alone is ~100 MB for 2000 RoIs); with huge
+    pages it is several times cheaper. Only advice: nothing changes where it is ignored."""
+    global _madvise
+    t = like.new_empty(shape)
+    nbytes = t.numel() * t.element_size()
+    if t.device.type != "cpu" or nbytes < _HUGE_PAGE_MIN_BYTES or _madvise is False:
+        return t
+    if _madvise is None:
+        try:
+            fn = ctypes.CDLL(None, use_errno=True).madvise
+            fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+            _madvise = fn if sys.platform.startswith("linux") else False
+        except (OSError, AttributeError):
+            _madvise = False
+        if _madvise is False:
+            return t
+    start = -(-t.data_ptr() // _HUGE_PAGE) * _HUGE_PAGE
+    stop = (t.data_ptr() + nbytes) // _HUGE_PAGE * _HUGE_PAGE
+    if stop > start:
+        _madvise(start, stop - start, _MADV_HUGEPAGE)  # failure is harmless
+    return t
+
+
 # -- max: sparse tables ----------------------------------------------------------------
 #
 # T[kx, ky][y, x] = max of the map over rows [y, y + 2^ky) and columns [x, x + 2^kx). A bin of
@@ -221,34 +252,22 @@ def _floor_log2(v: Tensor) -> Tensor:
     return torch.frexp(v.to(torch.float64))[1].long() - 1
 
 
-def _max_tables(features: Tensor, kx_count: int, ky_count: int, inplace: bool) -> Tensor:
-    """Sparse tables ``(N, KX, KY, H, W, C)``, channels last.
+def _max_tables(features: Tensor, kx_count: int, ky_count: int) -> Tensor:
+    """Sparse tables ``(N, KX, KY, H, W, C)``, channels last, filled in place (no autograd).
 
-    Only entries whose window fits in the map are meaningful (the others are never read):
-    ``inplace`` fills one preallocated tensor with a handful of ops (no autograd) and leaves
-    them uninitialised; otherwise the tables are built from out-of-place, differentiable ops.
+    Only entries whose window fits in the map are meaningful; the others are never read and
+    are left uninitialised.
     """
     N, C, H, W = features.shape
-    base = features.permute(0, 2, 3, 1)
-    if inplace:
-        t = features.new_empty((N, kx_count, ky_count, H, W, C))
-        t[:, 0, 0].copy_(base)
-        for k in range(1, kx_count):
-            s, src = 1 << (k - 1), t[:, k - 1, 0]
-            torch.maximum(src[:, :, : W - s], src[:, :, s:], out=t[:, k, 0, :, : W - s])
-        for k in range(1, ky_count):  # all column widths at once
-            s, src = 1 << (k - 1), t[:, :, k - 1]
-            torch.maximum(src[:, :, : H - s], src[:, :, s:], out=t[:, :, k, : H - s])
-        return t
-    cols = [base]
+    t = _new_buffer(features, (N, kx_count, ky_count, H, W, C))
+    t[:, 0, 0].copy_(features.permute(0, 2, 3, 1))
     for k in range(1, kx_count):
-        s, src = 1 << (k - 1), cols[-1]
-        cols.append(torch.cat([torch.maximum(src[:, :, : W - s], src[:, :, s:]), src[:, :, W - s:]], 2))
-    rows = [torch.stack(cols, 1)]  # (N, KX, H, W, C)
-    for k in range(1, ky_count):
-        s, src = 1 << (k - 1), rows[-1]
-        rows.append(torch.cat([torch.maximum(src[:, :, : H - s], src[:, :, s:]), src[:, :, H - s:]], 2))
-    return torch.stack(rows, 2)
+        s, src = 1 << (k - 1), t[:, k - 1, 0]
+        torch.maximum(src[:, :, : W - s], src[:, :, s:], out=t[:, k, 0, :, : W - s])
+    for k in range(1, ky_count):  # all column widths at once
+        s, src = 1 << (k - 1), t[:, :, k - 1]
+        torch.maximum(src[:, :, : H - s], src[:, :, s:], out=t[:, :, k, : H - s])
+    return t
 
 
 def _table_depth(size: int, levels: Sequence[int]) -> int:
@@ -283,17 +302,43 @@ def _reduce_grid(grid: Tensor, n: int, m: int) -> Tensor:
 
 
 def _max_chunk(table: Tensor, corners: Dict[int, Tensor], plan: Dict[int, Optional[int]],
-               start: int, stop: int) -> Dict[int, Tensor]:
-    """Every level ``(B, n, n, C)`` (channels last) for RoIs ``start:stop``."""
+               buffers: Dict[int, Tuple[Tensor, Tensor]], start: int, stop: int) -> Dict[int, Tensor]:
+    """Every level ``(B, n, n, C)`` (channels last) for RoIs ``start:stop``; ``buffers`` holds,
+    per directly computed level, preallocated gather and grid tensors."""
     C, B = table.shape[1], stop - start
     grids: Dict[int, Tensor] = {}
     for n, src in plan.items():  # finest first
-        if src is None:
-            rows = corners[n][start:stop].reshape(-1)  # contiguous slice: no copy
-            grids[n] = table.index_select(0, rows).view(B, 4, n * n, C).amax(1).view(B, n, n, C)
-        else:
+        if src is not None:
             grids[n] = _reduce_grid(grids[src], src, n)
+            continue
+        gathered, grid = buffers[n][0][: B * 4 * n * n], buffers[n][1][:B]
+        torch.index_select(table, 0, corners[n][start:stop].reshape(-1), out=gathered)
+        torch.amax(gathered.view(B, 4, n * n, C), 1, out=grid.view(B, n * n, C))
+        grids[n] = grid
     return grids
+
+
+def _chunk_size(features: Tensor, num_rois: int, bytes_per_roi: int) -> int:
+    """RoIs per chunk: all of them on GPUs, a cache-sized working set on CPU."""
+    if features.device.type != "cpu":
+        return max(1, num_rois)
+    return min(max(1, num_rois), max(1, _CPU_CHUNK_BYTES // bytes_per_roi))
+
+
+def _write_levels(out: Tensor, grids: Dict[int, Tensor], levels: Tuple[int, ...], start: int, stop: int) -> None:
+    """Write channels-last grids ``(B, n, n, C)`` of RoIs ``start:stop`` into the output rows
+    in the public layout (level by level, each ``(C, n, n)``)."""
+    offset = 0
+    for n in levels:
+        g = grids[n]
+        B, C = g.shape[0], g.shape[-1]
+        out[start:stop, offset : offset + C * n * n].view(B, C, n * n).copy_(g.view(B, n * n, C).transpose(1, 2))
+        offset += C * n * n
+
+
+def _cat_levels(grids: Dict[int, Tensor], levels: Tuple[int, ...]) -> Tensor:
+    """Differentiable twin of :func:`_write_levels` for all RoIs at once."""
+    return torch.cat([grids[n].permute(0, 3, 1, 2).flatten(1) for n in levels], 1)
 
 
 def _roi_spp_max(features: Tensor, batch: Tensor, cells: Tensor, levels: Tuple[int, ...]) -> Tensor:
@@ -304,102 +349,46 @@ def _roi_spp_max(features: Tensor, batch: Tensor, cells: Tensor, levels: Tuple[i
     plan = _plan_levels(levels, "max")
     direct = [n for n, src in plan.items() if src is None]
     shape = (_table_depth(W, direct), _table_depth(H, direct), H, W)
-    table = _max_tables(features, shape[0], shape[1], inplace=True).reshape(-1, C)
+    table = _max_tables(features, shape[0], shape[1]).reshape(-1, C)
     corners = {n: _corner_rows(batch, cells, n, shape) for n in direct}
-    out = features.new_empty((K, pyramid_length(C, levels)))
+    out = _new_buffer(features, (K, pyramid_length(C, levels)))
     per_roi = 4 * sum(n * n for n in direct) * C * features.element_size()
-    chunk = K if features.device.type != "cpu" else max(1, _CPU_CHUNK_BYTES // per_roi)
+    chunk = _chunk_size(features, K, per_roi)
+    buffers = {n: (_new_buffer(features, (chunk * 4 * n * n, C)), _new_buffer(features, (chunk, n, n, C)))
+               for n in direct}
     for start in range(0, K, chunk):
         stop = min(K, start + chunk)
-        grids = _max_chunk(table, corners, plan, start, stop)
-        offset = 0
-        for n in levels:
-            block = out[start:stop, offset : offset + C * n * n].view(stop - start, C, n * n)
-            block.copy_(grids[n].view(stop - start, n * n, C).transpose(1, 2))
-            offset += C * n * n
+        _write_levels(out, _max_chunk(table, corners, plan, buffers, start, stop), levels, start, stop)
     return out
 
 
-# -- max, differentiable: the same tables carrying argmax positions ---------------------
+# -- max, differentiable: the same machinery on value ranks ---------------------------
 #
 # Autograd through the sparse tables would keep every table level alive and replay each
-# maximum backwards (seconds per training step). Instead the forward pass carries, next to
-# each table value, the flat spatial index of the cell holding it; the backward pass is one
-# ``index_add_`` of the output gradient into those cells (the max subgradient; ties go to the
-# first cell in row-major order).
+# maximum backwards (seconds per training step). Instead each map (image, channel) is sorted
+# once and every cell replaced by its rank, an integer key that orders like the value and is
+# unique per map: the same fast pyramid run on the keys gives, for every output, the cell
+# holding its maximum. The backward pass is one ``index_add_`` of the output gradient into
+# those cells (the max subgradient; among equal values the first cell in row-major order).
 
 
-def _argmax_step(src: Tensor, srci: Tensor, dst: Tensor, dsti: Tensor, dim: int, s: int) -> None:
-    size = src.shape[dim]
-    a, b = src.narrow(dim, 0, size - s), src.narrow(dim, s, size - s)
-    ai, bi = srci.narrow(dim, 0, size - s), srci.narrow(dim, s, size - s)
-    take_b = b > a
-    dst.narrow(dim, 0, size - s).copy_(torch.where(take_b, b, a))
-    dsti.narrow(dim, 0, size - s).copy_(torch.where(take_b, bi, ai))
-    dst.narrow(dim, size - s, s).copy_(src.narrow(dim, size - s, s))
-    dsti.narrow(dim, size - s, s).copy_(srci.narrow(dim, size - s, s))
+def _output_channels(C: int, levels: Tuple[int, ...], device: torch.device) -> Tensor:
+    """Channel of every output column ``(L,)`` in the public layout."""
+    return torch.cat([torch.arange(C, device=device).repeat_interleave(n * n) for n in levels])
 
 
-def _max_tables_indexed(features: Tensor, kx_count: int, ky_count: int) -> Tuple[Tensor, Tensor]:
-    """Like :func:`_max_tables` (in place), plus int64 spatial indices ``y * W + x`` of the maxima."""
+def _max_keys(features: Tensor) -> Tuple[Tensor, Tensor]:
+    """Rank keys ``(N, C, H, W)`` (int32) and ``cell_of (N*C*H*W,)``: the flat index into
+    ``features`` of the cell holding key ``k`` of map ``r`` is ``cell_of[r*H*W + k]``."""
     N, C, H, W = features.shape
-    t = features.new_empty((N, kx_count, ky_count, H, W, C))
-    ti = torch.empty(t.shape, dtype=torch.long, device=features.device)
-    t[:, 0, 0].copy_(features.permute(0, 2, 3, 1))
-    ti[:, 0, 0].copy_(torch.arange(H * W, device=features.device).view(1, H, W, 1).expand(N, H, W, C))
-    for k in range(1, kx_count):
-        _argmax_step(t[:, k - 1, 0], ti[:, k - 1, 0], t[:, k, 0], ti[:, k, 0], 2, 1 << (k - 1))
-    for kx in range(kx_count):
-        for k in range(1, ky_count):
-            _argmax_step(t[:, kx, k - 1], ti[:, kx, k - 1], t[:, kx, k], ti[:, kx, k], 1, 1 << (k - 1))
-    return t, ti
-
-
-def _pairwise_max(vals: Sequence[Tensor], idxs: Sequence[Tensor]) -> Tuple[Tensor, Tensor]:
-    v, i = vals[0], idxs[0]
-    for v2, i2 in zip(vals[1:], idxs[1:]):
-        take = v2 > v
-        v, i = torch.where(take, v2, v), torch.where(take, i2, i)
-    return v, i
-
-
-def _reduce_grid_indexed(grid: Tensor, gidx: Tensor, n: int, m: int) -> Tuple[Tensor, Tensor]:
-    """:func:`_reduce_grid` carrying argmax indices."""
-    B, C, r = grid.shape[0], grid.shape[-1], n // m
-    cols, coli = grid.reshape(B * n * m, r, C), gidx.reshape(B * n * m, r, C)
-    q, qi = _pairwise_max([cols[:, j] for j in range(r)], [coli[:, j] for j in range(r)])
-    rows, rowi = q.reshape(B * m, r, m * C), qi.reshape(B * m, r, m * C)
-    q, qi = _pairwise_max([rows[:, j] for j in range(r)], [rowi[:, j] for j in range(r)])
-    return q.reshape(B, m, m, C), qi.reshape(B, m, m, C)
-
-
-def _roi_spp_max_indexed(features: Tensor, batch: Tensor, cells: Tensor,
-                         levels: Tuple[int, ...]) -> Tuple[Tensor, Tensor]:
-    """Max pyramid ``(K, L)`` and the flat index into ``features`` of every output's argmax."""
-    N, C, H, W = features.shape
-    K = len(batch)
-    plan = _plan_levels(levels, "max")
-    direct = [n for n, src in plan.items() if src is None]
-    shape = (_table_depth(W, direct), _table_depth(H, direct), H, W)
-    table, tidx = _max_tables_indexed(features, shape[0], shape[1])
-    table, tidx = table.reshape(-1, C), tidx.reshape(-1, C)
-    grids: Dict[int, Tuple[Tensor, Tensor]] = {}
-    for n, src in plan.items():  # finest first
-        if src is None:
-            rows = _corner_rows(batch, cells, n, shape).reshape(-1)
-            g = table.index_select(0, rows).view(K, 4, n * n, C)
-            gi = tidx.index_select(0, rows).view(K, 4, n * n, C)
-            v, i = _pairwise_max(list(g.unbind(1)), list(gi.unbind(1)))
-            grids[n] = (v.view(K, n, n, C), i.view(K, n, n, C))
-        else:
-            grids[n] = _reduce_grid_indexed(*grids[src], src, n)
-    channel_base = (batch.view(K, 1, 1, 1) * C + torch.arange(C, device=features.device).view(1, C, 1, 1)) * (H * W)
-    vals, idxs = [], []
-    for n in levels:
-        v, i = grids[n]
-        vals.append(v.permute(0, 3, 1, 2).reshape(K, -1))
-        idxs.append((i.permute(0, 3, 1, 2) + channel_base).reshape(K, -1))
-    return torch.cat(vals, 1), torch.cat(idxs, 1)
+    HW = H * W
+    # Key of a cell = its position in the ascending sort: larger value -> larger key. Sorting
+    # the cells in reverse (stable) ranks the first of equal values (row-major) highest.
+    flipped = features.detach().reshape(N * C, HW).flip(1)
+    order = torch.sort(flipped, dim=1, stable=True).indices.neg_().add_(HW - 1)  # cell at each position
+    keys = torch.empty_like(order).scatter_(1, order, torch.arange(HW, device=features.device).expand(N * C, HW))
+    cell_of = order.add_(torch.arange(0, N * C * HW, HW, device=features.device).view(-1, 1)).view(-1)
+    return keys.to(torch.int32 if HW < 2**31 else torch.int64).view(N, C, H, W), cell_of
 
 
 class _RoISPPMax(torch.autograd.Function):
@@ -407,42 +396,66 @@ class _RoISPPMax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, features: Tensor, batch: Tensor, cells: Tensor, levels: Tuple[int, ...]) -> Tensor:
-        out, idx = _roi_spp_max_indexed(features, batch, cells, levels)
-        ctx.save_for_backward(idx)
-        ctx.feature_shape = features.shape
-        return out
+        keys, cell_of = _max_keys(features)
+        best = _roi_spp_max(keys, batch, cells, levels)  # (K, L) winning keys
+        ctx.save_for_backward(best, cell_of, batch)
+        ctx.levels, ctx.feature_shape = levels, features.shape
+        return _roi_spp_max(features.detach(), batch, cells, levels)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        (idx,) = ctx.saved_tensors
-        grad = grad_out.new_zeros(ctx.feature_shape.numel())
-        grad.index_add_(0, idx.reshape(-1), grad_out.reshape(-1))
+        best, cell_of, batch = ctx.saved_tensors
+        N, C, H, W = ctx.feature_shape
+        pos = _new_buffer(cell_of, tuple(best.shape))
+        torch.add((batch * (C * H * W)).view(-1, 1), _output_channels(C, ctx.levels, batch.device) * (H * W), out=pos)
+        cells = torch.index_select(cell_of, 0, pos.add_(best).view(-1), out=_new_buffer(cell_of, (pos.numel(),)))
+        grad = grad_out.new_zeros(N * C * H * W)
+        grad.index_add_(0, cells, grad_out.reshape(-1))
         return grad.view(ctx.feature_shape), None, None, None
 
 
 # -- avg: integral image ---------------------------------------------------------------
 
 
+def _sat_lookups(batch: Tensor, cells: Tensor, n: int, H: int, W: int) -> Tuple[Tensor, Tensor]:
+    """Rows ``(K, n*n, 4)`` into the flattened summed-area table and float64 weights
+    ``(+1, -1, -1, +1) / area`` whose weighted sum is each bin's mean."""
+    xs, xe = _bin_edges(cells[:, 0], cells[:, 2], n)
+    ys, ye = _bin_edges(cells[:, 1], cells[:, 3], n)
+    x = torch.stack([xe, xs, xe, xs], -1)  # (K, n, 4), paired with the rows below
+    y = torch.stack([ye, ye, ys, ys], -1)
+    rows = (batch.view(-1, 1, 1, 1) * (H + 1) + y[:, :, None]) * (W + 1) + x[:, None, :]  # (K, i, j, 4)
+    area = ((ye - ys)[:, :, None] * (xe - xs)[:, None, :]).to(torch.float64)
+    sign = torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64, device=cells.device)
+    weights = sign / area.unsqueeze(-1)
+    return rows.reshape(len(batch), n * n, 4), weights.reshape(len(batch), n * n, 4)
+
+
 def _roi_spp_avg(features: Tensor, batch: Tensor, cells: Tensor, levels: Tuple[int, ...]) -> Tensor:
-    """Average pyramid from a float64 summed-area table: each bin is 4 weighted lookups,
-    fused in one ``embedding_bag`` per level (differentiable)."""
+    """Average pyramid from a float64 summed-area table: each bin is 4 weighted lookups fused
+    in one ``embedding_bag`` per level. Differentiable; without autograd, RoIs are processed
+    in chunks written straight into the output."""
     N, C, H, W = features.shape
     K = len(batch)
     sat = features.permute(0, 2, 3, 1).to(torch.float64).cumsum(1).cumsum(2)
     sat = F.pad(sat, (0, 0, 1, 0, 1, 0)).reshape(-1, C)  # (N*(H+1)*(W+1), C), zero first row/col
-    sign = torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64, device=features.device)
-    outs = {}
-    for n in sorted(set(levels)):
-        xs, xe = _bin_edges(cells[:, 0], cells[:, 2], n)
-        ys, ye = _bin_edges(cells[:, 1], cells[:, 3], n)
-        x = torch.stack([xe, xs, xe, xs], -1)  # (K, n, 4) paired with the rows below
-        y = torch.stack([ye, ye, ys, ys], -1)
-        rows = (batch.view(-1, 1, 1, 1) * (H + 1) + y[:, :, None]) * (W + 1) + x[:, None, :]  # (K, i, j, 4)
-        area = ((ye - ys)[:, :, None] * (xe - xs)[:, None, :]).to(torch.float64)
-        weights = sign / area.unsqueeze(-1)
-        mean = F.embedding_bag(rows.reshape(-1, 4), sat, per_sample_weights=weights.reshape(-1, 4), mode="sum")
-        outs[n] = mean.to(features.dtype).view(K, n * n, C).transpose(1, 2).reshape(K, -1)
-    return torch.cat([outs[n] for n in levels], 1)
+    lookups = {n: _sat_lookups(batch, cells, n, H, W) for n in set(levels)}
+
+    def chunk(start: int, stop: int) -> Dict[int, Tensor]:
+        grids = {}
+        for n, (rows, weights) in lookups.items():
+            mean = F.embedding_bag(rows[start:stop].reshape(-1, 4), sat,
+                                   per_sample_weights=weights[start:stop].reshape(-1, 4), mode="sum")
+            grids[n] = mean.to(features.dtype).view(stop - start, n, n, C)
+        return grids
+
+    if torch.is_grad_enabled() and features.requires_grad:
+        return _cat_levels(chunk(0, K), levels)
+    out = _new_buffer(features, (K, pyramid_length(C, levels)))
+    step = _chunk_size(features, K, 2 * 8 * C * sum(n * n for n in lookups))
+    for start in range(0, K, step):
+        _write_levels(out, chunk(start, min(K, start + step)), levels, start, min(K, start + step))
+    return out
 
 
 def roi_spp(features: Tensor, rois: Tensor, levels: Sequence[int] = (6, 3, 2, 1), stride: float = 16,
@@ -464,8 +477,9 @@ def roi_spp(features: Tensor, rois: Tensor, levels: Sequence[int] = (6, 3, 2, 1)
     ``n`` over ``w`` cells starting at ``x1'`` spans ``[x1' + floor(i*w/n), x1' + ceil((i+1)*w/n))``.
     Max: 2-D sparse tables (4 gathers per bin, independent of the window size) for the levels
     that divide no finer level, the others reduced from a finer grid. Avg: a float64 summed-area
-    table. Differentiable w.r.t. ``features``; with autograd off (or features not requiring
-    grad) max mode runs an allocation-light chunked path that gives identical numbers.
+    table (4 lookups per bin). Differentiable w.r.t. ``features``. Without autograd (no grad
+    mode, or ``features`` not requiring grad) RoIs are processed in cache-sized chunks written
+    straight into the output: the same numbers, much less memory traffic.
     Example::
 
         >>> feats = torch.randn(1, 256, 43, 58)

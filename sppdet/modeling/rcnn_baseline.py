@@ -40,6 +40,8 @@ import torch
 from torch import nn
 from torchvision.ops import roi_align
 
+from .detector import is_cpu_inference
+
 #: R-CNN's warped input size and context padding (pixels of the warped frame, per side).
 CROP_SIZE = 224
 CONTEXT = 16
@@ -117,7 +119,10 @@ class RCNNBaseline(nn.Module):
         return warp_windows(image, boxes, self.crop_size, self.context)
 
     def conv(self, crops: torch.Tensor) -> torch.Tensor:
-        """The backbone on warped windows: ``(B, C, h, w)``."""
+        """The backbone on warped windows: ``(B, C, h, w)`` (channels-last for CPU inference,
+        as :meth:`SPPDetector.conv_features` runs it)."""
+        if is_cpu_inference(self.detector, crops):
+            crops = crops.contiguous(memory_format=torch.channels_last)
         return self.detector.backbone(crops)
 
     def pool(self, features: torch.Tensor) -> torch.Tensor:

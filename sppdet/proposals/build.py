@@ -14,6 +14,12 @@ Computing is resumable: finished images are written every ``chunk_size`` images,
 as small stores in a side folder ``<cache file>.partial/``; a killed run loses at most one
 chunk and the next run computes only what is missing. The side folder is removed once the
 final store is written.
+
+Under ``torchrun`` every rank calls :func:`get_proposals` together: the images still missing are
+sharded over the ranks (rank ``r`` of ``w`` computes every ``w``-th one, with its own
+``proposals.workers`` processes), each rank writes its own chunks, and after a barrier rank 0
+writes the store, which the other ranks then open. The cache folder must therefore be on a
+filesystem every rank sees (a shared one for several nodes); a missing image is a clear error.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ import cv2
 import numpy as np
 
 from ..config import Config, ProposalConfig
+from ..engine import distributed as du
 from ..errors import ConfigError, DataError
 from ..structures import clip_boxes
 from .edge_boxes import edge_boxes
@@ -162,7 +169,7 @@ def _write_chunk(folder: Path, key: str, items: List[Tuple[str, np.ndarray, Opti
     if not items:
         return
     n = len(list(folder.glob("chunk-*.npz")))
-    name = folder / f"chunk-{n:06d}-{os.getpid()}-{int(time.time() * 1000) % 10**9}.npz"
+    name = folder / f"chunk-{n:06d}-r{du.get_rank()}-{os.getpid()}-{int(time.time() * 1000) % 10**9}.npz"
     scores = [s for _, _, s in items]
     save_proposals(name, [i for i, _, _ in items], [b for _, b, _ in items],
                    scores if all(s is not None for s in scores) else None, meta={"key": key})
@@ -175,6 +182,7 @@ def compute_dataset_proposals(dataset, method: str, pcfg: ProposalConfig, out_pa
 
     Parallel over images (``pcfg.workers`` processes, 0 = this process); resumable through
     the side folder ``<out_path>.partial/`` (module docstring). Returns the opened store.
+    Under torchrun every rank must call it: images are sharded, rank 0 writes the store.
     """
     if method not in METHODS:
         raise ConfigError(f"proposals.method: unknown method '{method}' (use one of {', '.join(METHODS)})")
@@ -182,17 +190,29 @@ def compute_dataset_proposals(dataset, method: str, pcfg: ProposalConfig, out_pa
     key = key or _key({"params": _method_params(method, pcfg), "ids": ids_hash(dataset.ids)})
     partial = out_path.parent / (out_path.name + ".partial")
     done = _read_partial(partial, key)
+    du.barrier()  # every rank sees the same finished set before any rank adds to it
     todo = [(r.image_id, r.file_name, r.width, r.height, method, pcfg) for r in dataset if r.image_id not in done]
     if done:
         logger.info("resuming proposals: %d images done, %d to go", len(done), len(todo))
-    if todo:
+    mine = todo[du.get_rank()::du.get_world_size()]
+    if mine:
         partial.mkdir(parents=True, exist_ok=True)
-        _run_tasks(todo, pcfg.workers, partial, key, done, chunk_size, progress, method)
-    ids = dataset.ids
-    results = {i: done[i] for i in ids}
-    write_store(out_path, results, meta={"key": key, "method": method, **(meta or {}),
-                                         "params": _method_params(method, pcfg), "ids_sha1": ids_hash(ids)})
-    shutil.rmtree(partial, ignore_errors=True)
+        _run_tasks(mine, pcfg.workers, partial, key, done, chunk_size, progress and du.is_main_process(), method)
+    if du.get_world_size() > 1:
+        du.barrier()  # every rank's chunks are written
+        done = _read_partial(partial, key) if du.is_main_process() else done
+    if du.is_main_process():
+        ids = dataset.ids
+        missing = [i for i in ids if i not in done]
+        if missing:
+            raise DataError(f"{partial}: proposals of {len(missing)} image(s) (e.g. {missing[0]}) were computed "
+                            f"by other ranks but are not visible here; under torchrun on several nodes the "
+                            f"proposal cache folder must be on a shared filesystem (proposals.cache_dir)")
+        results = {i: done[i] for i in ids}
+        write_store(out_path, results, meta={"key": key, "method": method, **(meta or {}),
+                                             "params": _method_params(method, pcfg), "ids_sha1": ids_hash(ids)})
+        shutil.rmtree(partial, ignore_errors=True)
+    du.barrier()  # the store is complete before the other ranks open it
     return ProposalStore(out_path)
 
 
@@ -257,24 +277,37 @@ def get_proposals(cfg: Config, dataset, split: str, output_dir: Optional[Union[s
                   "min_size": pcfg.min_size, "version": ALGORITHM_VERSION}
         key = _key({"params": params, "ids": ids_hash(ids)})
         path = folder / f"{dname}-{split}-file-{key}.npz"
-        cached = _open_cached(path, key, ids)
-        if cached is not None:
-            return cached
-        logger.info("reading proposals from %s", source)
-        raw = load_proposals(source, dataset=dataset, allow_pickle=pcfg.allow_pickle)
-        clean, report = sanitize_proposals(raw, dataset, pcfg.max_per_image, pcfg.min_size, source=source)
-        write_store(path, clean, meta={"key": key, "method": "file", "source": str(source),
-                                       "report": report, "ids_sha1": ids_hash(ids)})
-        return ProposalStore(path)
+        # under torchrun rank 0 converts the file (cheap next to computing) while the others wait
+        store = _file_store(path, key, dataset, source, pcfg) if du.is_main_process() else None
+        du.barrier()
+        return store if store is not None else ProposalStore(path)
     if pcfg.method not in METHODS:
         raise ConfigError(f"proposals.method: unknown method '{pcfg.method}' (use 'file' or one of "
                           f"{', '.join(METHODS)})")
     key = _key({"params": _method_params(pcfg.method, pcfg), "ids": ids_hash(ids)})
     path = folder / f"{dname}-{split}-{pcfg.method}-{key}.npz"
-    cached = _open_cached(path, key, ids)
-    if cached is not None:
+    cached = _open_cached(path, key, ids) if du.is_main_process() else None
+    if du.broadcast_object(cached is not None):  # rank 0 decides, so every rank takes the same branch
         logger.info("using cached proposals %s", path)
-        return cached
+        return cached if cached is not None else ProposalStore(path)
     logger.info("computing %s proposals for %d images -> %s", pcfg.method, len(dataset), path)
     return compute_dataset_proposals(dataset, pcfg.method, pcfg, path, key=key,
                                      meta={"split": split, "dataset": dataset.name}, progress=progress)
+
+
+def _file_store(path: Path, key: str, dataset, source: str, pcfg: ProposalConfig) -> ProposalStore:
+    """The native cache of a proposal file for ``dataset``: reused when current, else converted."""
+    cached = _open_cached(path, key, dataset.ids)
+    if cached is not None:
+        logger.info("using proposals from %s (cleaned copy: %s)", source, path)
+        if isinstance(cached.meta.get("report"), dict):
+            from .io import _log_report
+
+            _log_report(f"{source}: ", cached.meta["report"])  # repeat what the clean-up dropped
+        return cached
+    logger.info("reading proposals from %s", source)
+    raw = load_proposals(source, dataset=dataset, allow_pickle=pcfg.allow_pickle)
+    clean, report = sanitize_proposals(raw, dataset, pcfg.max_per_image, pcfg.min_size, source=source)
+    write_store(path, clean, meta={"key": key, "method": "file", "source": str(source),
+                                   "report": report, "ids_sha1": ids_hash(dataset.ids)})
+    return ProposalStore(path)

@@ -120,7 +120,10 @@ def edge_boxes(image_rgb: np.ndarray, max_boxes: int = 2000, model_path: str = "
                                       maxAspectRatio=max_aspect_ratio)
     rects, scores = eb.getBoundingBoxes(edges, orientation)
     rects = np.asarray(rects, dtype=np.float32).reshape(-1, 4)
-    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    # opencv returns ((), None) when it finds nothing (flat or tiny images): no boxes, not NaN
+    scores = np.asarray(scores if scores is not None else [], dtype=np.float32).reshape(-1)
+    if len(scores) != len(rects):
+        raise DataError(f"EdgeBoxes returned {len(rects)} boxes but {len(scores)} scores")
     sx, sy = small.shape[1] / float(width), small.shape[0] / float(height)
     boxes = rects_to_boxes(rects, sx, sy, width, height)
     order = np.argsort(-scores, kind="stable")

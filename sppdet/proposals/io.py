@@ -496,6 +496,9 @@ def sanitize_proposals(raw: RawProposals, dataset=None, max_per_image: int = 200
 def _log_report(where: str, r: Dict[str, int]) -> None:
     if r["empty_images"]:
         logger.warning("%s%d of %d images have no proposals", where, r["empty_images"], r["images"])
+    if r["dropped_invalid"]:
+        logger.warning("%sdropped %d of %d boxes with a non-finite, empty or inverted coordinate (or a "
+                       "non-finite score)", where, r["dropped_invalid"], r["boxes_in"])
     if r["extra_ids"]:
         logger.info("%s%d ids in the file are not in the dataset (ignored)", where, r["extra_ids"])
     dropped = {k: v for k, v in r.items() if (k.startswith("dropped_") or k == "clipped") and v}

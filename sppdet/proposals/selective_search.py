@@ -48,8 +48,10 @@ def check_image(image_rgb: np.ndarray) -> np.ndarray:
     img = np.asarray(image_rgb)
     if img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
-    if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 2 or img.shape[1] < 2:
+    if img.ndim != 3 or img.shape[2] != 3:
         raise DataError(f"proposals need an H x W x 3 image, got shape {img.shape}")
+    if img.shape[0] < 2 or img.shape[1] < 2:
+        raise DataError(f"image is {img.shape[1]}x{img.shape[0]} pixels; proposals need at least 2x2")
     if img.dtype != np.uint8:
         img = np.clip(img, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(img)

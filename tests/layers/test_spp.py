@@ -151,16 +151,22 @@ def test_roi_spp_matches_loop(mode, shape, levels, stride, offset):
     torch.testing.assert_close(grad_out.detach(), ref, rtol=1e-12, atol=1e-12)
 
 
-def test_roi_spp_fast_and_autograd_paths_agree_on_realistic_map(monkeypatch):
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_roi_spp_fast_and_autograd_paths_agree_on_realistic_map(monkeypatch, mode):
     torch.manual_seed(0)
     features = torch.randn(2, 8, 43, 58)
     rois = random_rois(150, 917, 688, num_images=2, seed=3)
-    fast = roi_spp(features, rois)
-    assert torch.equal(fast, ref_roi_spp(features, rois, (6, 3, 2, 1), 16, 0.0, "max"))
-    slow = roi_spp(features.clone().requires_grad_(), rois).detach()  # the differentiable path
-    assert torch.equal(fast, slow)
+    fast = roi_spp(features, rois, mode=mode)  # no autograd: chunked, written in place
+    ref = ref_roi_spp(features.double(), rois, (6, 3, 2, 1), 16, 0.0, mode).float()
+    slow = roi_spp(features.clone().requires_grad_(), rois, mode=mode).detach()  # differentiable path
     monkeypatch.setattr(spp_mod, "_CPU_CHUNK_BYTES", 1)  # one RoI per chunk
-    assert torch.equal(roi_spp(features, rois), fast)
+    chunked = roi_spp(features, rois, mode=mode)
+    if mode == "max":
+        assert torch.equal(fast, ref) and torch.equal(fast, slow) and torch.equal(fast, chunked)
+    else:
+        torch.testing.assert_close(fast, ref, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(slow, fast, rtol=0, atol=0)
+        torch.testing.assert_close(chunked, fast, rtol=0, atol=0)
 
 
 def test_roi_spp_float32_avg_is_accurate():
@@ -201,6 +207,27 @@ def test_roi_spp_gradcheck(mode):
         [1, -50.0, 20.0, 40.0, 200.0], [1, 80.0, 0.0, 96.0, 16.0],
     ])
     assert torch.autograd.gradcheck(lambda f: roi_spp(f, rois, (3, 2, 1), 16, 0.0, mode), (features,))
+
+
+def test_roi_spp_max_gradient_matches_loop_reference():
+    torch.manual_seed(0)
+    values = torch.randperm(2 * 4 * 13 * 17).float().view(2, 4, 13, 17)  # distinct: no ties
+    rois = random_rois(40, 17 * 16, 13 * 16, num_images=2, seed=7)
+    weights = torch.randn(len(rois), 4 * 50)
+    f = values.clone().requires_grad_()
+    (roi_spp(f, rois) * weights).sum().backward()
+    g = values.clone().requires_grad_()
+    (ref_roi_spp(g, rois, (6, 3, 2, 1), 16, 0.0, "max") * weights).sum().backward()
+    torch.testing.assert_close(f.grad, g.grad)
+
+
+def test_roi_spp_max_gradient_ties_go_to_first_cell():
+    features = torch.zeros(1, 1, 4, 4, requires_grad=True)
+    # offset 8: the window (0, 0, 64, 64) covers cells 0..3 on both axes
+    roi_spp(features, torch.tensor([[0, 0.0, 0.0, 64.0, 64.0]]), (2, 1), 16, 8.0).sum().backward()
+    expected = torch.zeros(4, 4)
+    expected[0, 0], expected[0, 2], expected[2, 0], expected[2, 2] = 2, 1, 1, 1  # level 2 + level 1
+    assert torch.equal(features.grad[0, 0], expected)
 
 
 def test_roi_spp_empty_and_errors():
@@ -272,6 +299,7 @@ def test_paper_params():
     for a in range(1, 60):
         for n in range(1, 9):
             p = paper_pool_params(a, n)
+            assert (p is None) == (a < n or a % n > a // n)  # the documented condition
             if p is not None:
                 win, stride = p
                 assert (a - win) // stride + 1 == n and (n - 1) * stride + win <= a

@@ -79,3 +79,26 @@ def test_rcnn_outputs_batched_like_single():
         assert torch.allclose(rcnn.window_features(im, boxes)[1:2], one, rtol=1e-4, atol=1e-5)
         assert rcnn.window_features(im, boxes[:0]).shape == (0, model.spp_dim)
         assert rcnn(im, boxes[:0])["cls_logits"].shape == (0, 4)
+
+
+def test_channels_last_inference_same_features_and_training_unaffected():
+    """CPU inference feeds the convs channels-last (SPPDetector.conv_features): same numbers;
+    training (autograd on) keeps the plain layout."""
+    model = _model("tiny")
+    image = np.random.default_rng(2).integers(0, 256, (100, 140, 3), dtype=np.uint8)
+    batch = model.prepare([image], [224], 2000)
+    rois = torch.tensor([[0.0, 10.0, 10.0, 120.0, 90.0], [0.0, 0.0, 0.0, 140.0, 100.0]])
+    with torch.no_grad():
+        ref = model.backbone(batch.images[0])
+        ref_pooled = model.pool([ref], batch.factors, rois)
+    with torch.inference_mode():
+        (feats,) = model.conv_features(batch)
+        pooled = model.pool([feats], batch.factors, rois)
+    assert feats.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(feats, ref, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(pooled, ref_pooled, rtol=1e-4, atol=1e-5)
+    model.train()
+    (train_feats,) = model.conv_features(batch)
+    assert train_feats.is_contiguous()
+    model(batch, rois)["cls_logits"].sum().backward()
+    assert all(p.grad is not None for p in model.backbone.parameters() if p.requires_grad)

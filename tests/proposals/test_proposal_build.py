@@ -89,6 +89,7 @@ def test_resume_uses_finished_chunks(tmp_path, tiny, monkeypatch):
     assert len(store.boxes("im2")) > 1
 
 
+@pytest.mark.slow  # worker processes are spawned: each imports torch first
 def test_workers_match_single_process(tmp_path, tiny):
     one = B.get_proposals(_cfg(tmp_path / "a"), tiny, "test", progress=False)
     two = B.get_proposals(_cfg(tmp_path / "b", workers=2), tiny, "test", progress=False)

@@ -272,3 +272,29 @@ def test_convert_to_store(tmp_path):
     for i, want in RCNN_OURS.items():
         np.testing.assert_array_equal(store.boxes(i), want)
     assert store.meta["source_format"] == "mat"
+
+
+def test_detectron2_boxmode_enum_without_detectron2(tmp_path, monkeypatch):
+    """bbox_mode pickled as detectron2's BoxMode enum loads without importing detectron2."""
+    import enum
+    import sys
+    import types
+
+    class BoxMode(enum.IntEnum):
+        XYXY_ABS = 0
+        XYWH_ABS = 1
+
+    BoxMode.__module__ = "detectron2.structures.boxes"
+    BoxMode.__qualname__ = "BoxMode"
+    fake = types.ModuleType("detectron2.structures.boxes")
+    fake.BoxMode = BoxMode
+    for name in ("detectron2", "detectron2.structures"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "detectron2.structures.boxes", fake)
+    data = pickle.dumps({"ids": [5], "boxes": [np.array([[1, 2, 3, 4]], np.float32)],
+                         "objectness_logits": [np.zeros(1, np.float32)], "bbox_mode": BoxMode.XYWH_ABS})
+    monkeypatch.delitem(sys.modules, "detectron2.structures.boxes")
+    path = tmp_path / "d2.pkl"
+    path.write_bytes(data)
+    got = load_proposals(path, allow_pickle=True)
+    np.testing.assert_array_equal(got["5"][0], [[1, 2, 4, 6]])  # XYWH -> XYXY
