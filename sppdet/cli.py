@@ -72,8 +72,19 @@ def run_tool(main: Callable[[Optional[list]], Optional[int]], argv: Optional[lis
 def _user_error(message: str) -> int:
     """Print ``error: message`` on a line of its own; exit code 2."""
     _close_progress_bars()
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {_original_message(message)}", file=sys.stderr)
     return EXIT_USER_ERROR
+
+
+def _original_message(message: str) -> str:
+    """The user's message of an error that torch re-raised from a DataLoader worker: torch puts the
+    worker's whole traceback into the text ("Caught DataError in DataLoader worker process 0.
+    Original Traceback ..."); the last line holds the original ``module.Error: message``."""
+    if "\nOriginal Traceback" not in message:
+        return message
+    last = message.rstrip().splitlines()[-1]
+    name, sep, rest = last.partition(": ")
+    return rest if sep and name.replace(".", "").replace("_", "").isalnum() else last
 
 
 def _close_progress_bars() -> None:

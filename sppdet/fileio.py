@@ -7,6 +7,7 @@ final name. Nothing is unpickled from disk without an explicit opt-in.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -66,10 +67,17 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS:  # the disk, not the caller's code
+            raise SppdetError(f"{path}: cannot write ({e.strerror}); nothing was written under this "
+                              f"name") from e
         raise
+
+
+#: Errors of writing itself (disk full, quota, read-only or failing file system, file too large).
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG}
 
 
 def save_json(obj: Any, path: PathLike, indent: int = 2) -> None:

@@ -16,9 +16,12 @@ with its first 2,000 real Selective Search windows (fast-rcnn demo file) when
 
 Three fc configurations are reported, each applied to *both* modes: the full fc layers, the
 truncated-SVD ones at Fast R-CNN's ranks (section 3.1; :meth:`SPPHead.compress_svd`, fc6 1024,
-fc7 256) and a lower-rank truncation (256, 128; accuracy not verified: weights are random). FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode``: conv
-and linear layers only (pooling, LRN, ReLU and warping are not counted). Image resizing and
-normalisation are outside every timing. All timings are interleaved (:func:`time_interleaved`).
+fc7 256) and a lower-rank truncation (256, 128; its accuracy is not verified here: the weights
+are random). FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode``: conv and
+linear layers only (pooling, LRN, ReLU and warping are not counted). Image resizing and
+normalisation are outside every timing. All timings are interleaved (:func:`time_interleaved`);
+speed-ups are given from wall-clock medians and, less disturbed by other processes on a
+shared machine, from this process's CPU-time medians (``*_cpu_time``).
 """
 from __future__ import annotations
 
@@ -96,101 +99,139 @@ def count_flops(fn) -> int:
 def run_rcnn_vs_spp(args: Any) -> Dict[str, Any]:
     import torch
 
-    from ..config import load_config
-    from ..engine.infer import CHUNK
-    from ..modeling.detector import build_detector
-    from ..modeling.rcnn_baseline import RCNNBaseline
-    from . import resolve_device, time_interleaved
+    from . import resolve_device
 
     quick = bool(getattr(args, "quick", False))
     s = SETTINGS["quick" if quick else "full"]
     device = resolve_device(getattr(args, "device", "cpu") or "cpu")
     repeat = max(1, int(getattr(args, "repeat", 5) or 5))
-    cfg = load_config(None, [f"model.backbone={s['backbone']}", f"model.tiny_width={s['tiny_width']}",
-                             "model.normalization=caffe", "model.dropout=0.0", f"model.fc_dims={list(s['fc_dims'])}"])
-    torch.manual_seed(0)
-    model = build_detector(cfg, s["num_classes"]).to(device).eval()
-    heads = {"full_fc": model.head, "svd_fc": copy.deepcopy(model.head)}
-    heads["svd_fc"].compress_svd(list(s["svd_ranks"]))
-    heads["svd_low_rank_fc"] = truncate_svd_head(heads["svd_fc"], s["low_ranks"])
-    rcnn = RCNNBaseline(model, batch_size=s["rcnn_batch"])
-
-    image, windows, source = load_image_and_windows(s["windows"])
-    R, n = len(windows), min(s["rcnn_windows"], len(windows))
-    boxes = torch.from_numpy(windows).to(device)
-    rois = torch.cat([boxes.new_zeros((R, 1)), boxes], 1)
+    bench = _Bench(s, device)
     with torch.inference_mode():
-        batch = model.prepare([image], [s["scale"]], cfg.input.max_size).to(device)
+        timings = bench.time(repeat)
+        flops = bench.flops()
+    result = {"setup": {**bench.setup(), "device": str(device), "threads": torch.get_num_threads(), "repeat": repeat,
+                        "torch": torch.__version__, "quick": quick},
+              "timings_ms": timings}
+    for suffix, key in (("", "median_ms"), ("_cpu_time", "cpu_median_ms")):
+        result.update(_summary({k: v[key] for k, v in timings.items()}, bench, suffix))
+    fc_flops = flops["fc"]
+    result.update({
+        "gflops": {"spp_conv": _g(flops["spp_conv"]), "rcnn_conv": _g(flops["rcnn_conv"]),
+                   "fc": {k: _g(v) for k, v in fc_flops.items()}},
+        "flop_ratio_conv": round(flops["rcnn_conv"] / flops["spp_conv"], 1),
+        "flop_ratio_total": {k: round((flops["rcnn_conv"] + f) / (flops["spp_conv"] + f), 1) for k, f in fc_flops.items()},
+        "flops_counted": "conv + linear layers (torch.utils.flop_counter); pooling, LRN, ReLU, warping not counted",
+        "target_total_speedup": TARGET_TOTAL_SPEEDUP,
+        "meets_target": {k: v >= TARGET_TOTAL_SPEEDUP for k, v in result["speedup_total"].items()},
+        "meets_target_cpu_time": {k: v >= TARGET_TOTAL_SPEEDUP for k, v in result["speedup_total_cpu_time"].items()},
+    })
+    return result
+
+
+def _g(flops: int) -> float:
+    return float(f"{flops / 1e9:.4g}")
+
+
+class _Bench:
+    """The model, its fc variants, the image, the windows and the callables to time."""
+
+    def __init__(self, s: Dict[str, Any], device) -> None:
+        import torch
+
+        from ..config import load_config
+        from ..engine.infer import CHUNK
+        from ..modeling.detector import build_detector
+        from ..modeling.rcnn_baseline import RCNNBaseline
+
+        self.s, self.chunk = s, CHUNK
+        self.cfg = load_config(None, [f"model.backbone={s['backbone']}", f"model.tiny_width={s['tiny_width']}",
+                                      "model.normalization=caffe", "model.dropout=0.0",
+                                      f"model.fc_dims={list(s['fc_dims'])}"])
+        torch.manual_seed(0)
+        self.model = build_detector(self.cfg, s["num_classes"]).to(device).eval()
+        svd = copy.deepcopy(self.model.head)
+        svd.compress_svd(list(s["svd_ranks"]))
+        self.heads = {"full_fc": self.model.head, "svd_fc": svd,
+                      "svd_low_rank_fc": truncate_svd_head(svd, s["low_ranks"])}
+        self.rcnn = RCNNBaseline(self.model, batch_size=s["rcnn_batch"])
+        self.image, windows, self.source = load_image_and_windows(s["windows"])
+        self.R, self.n = len(windows), min(s["rcnn_windows"], len(windows))
+        self.boxes = torch.from_numpy(windows).to(device)
+        self.rois = torch.cat([self.boxes.new_zeros((self.R, 1)), self.boxes], 1)
+        with torch.inference_mode():
+            self.batch = self.model.prepare([self.image], [s["scale"]], self.cfg.input.max_size).to(device)
+            self.im = self.rcnn.prepare(self.image).to(device)
+
+    def _rcnn_batches(self):
+        b = self.rcnn.batch_size
+        return [self.boxes[i : min(i + b, self.n)] for i in range(0, self.n, b)]
+
+    def time(self, repeat: int) -> Dict[str, Dict[str, Any]]:
+        """Interleaved timings (call inside inference mode)."""
+        from . import time_interleaved
+
+        model, rcnn, batch, rois, R, chunk = self.model, self.rcnn, self.batch, self.rois, self.R, self.chunk
         feats = model.conv_features(batch)
-        pooled = model.pool(feats, batch.factors, rois)
-        im = rcnn.prepare(image).to(device)
-        sub = boxes[:n]
-        crops = [rcnn.warp(im, sub[i : i + rcnn.batch_size]) for i in range(0, n, rcnn.batch_size)]
+        self.pooled = pooled = model.pool(feats, batch.factors, rois)
+        windows = self._rcnn_batches()
+        self.crops = crops = [rcnn.warp(self.im, w) for w in windows]
         maps = [rcnn.conv(c) for c in crops]
 
         def fc(head):
-            return lambda: [head(pooled[i : i + CHUNK]) for i in range(0, R, CHUNK)]
+            return lambda: [head(pooled[i : i + chunk]) for i in range(0, R, chunk)]
 
         def spp_total(head):
             def run():
-                f = model.conv_features(batch)
-                p = model.pool(f, batch.factors, rois)
-                return [head(p[i : i + CHUNK]) for i in range(0, R, CHUNK)]
+                p = model.pool(model.conv_features(batch), batch.factors, rois)
+                return [head(p[i : i + chunk]) for i in range(0, R, chunk)]
             return run
 
         fns = {
             "spp_conv": lambda: model.conv_features(batch),
             "spp_pool": lambda: model.pool(feats, batch.factors, rois),
-            "rcnn_warp": lambda: [rcnn.warp(im, sub[i : i + rcnn.batch_size]) for i in range(0, n, rcnn.batch_size)],
+            "rcnn_warp": lambda: [rcnn.warp(self.im, w) for w in windows],
             "rcnn_conv": lambda: [rcnn.conv(c) for c in crops],
             "rcnn_pool5": lambda: [rcnn.pool(m) for m in maps],
         }
-        for name, head in heads.items():
+        for name, head in self.heads.items():
             fns[f"fc_{name}"] = fc(head)
             fns[f"spp_total_{name}"] = spp_total(head)
-        t = time_interleaved(fns, repeat, device)
+        return time_interleaved(fns, repeat, self.boxes.device)
 
-        flops = {
-            "spp_conv": count_flops(lambda: model.conv_features(batch)),
-            "rcnn_conv": R * count_flops(lambda: rcnn.conv(crops[0][:1])),
-            **{f"fc_{name}": R * count_flops(lambda: head(pooled[:1])) for name, head in heads.items()},
+    def flops(self) -> Dict[str, Any]:
+        """Conv/linear FLOPs of each part for all ``R`` windows (after :meth:`time`)."""
+        one = self.crops[0][:1]
+        return {"spp_conv": count_flops(lambda: self.model.conv_features(self.batch)),
+                "rcnn_conv": self.R * count_flops(lambda: self.rcnn.conv(one)),
+                "fc": {k: self.R * count_flops(lambda: h(self.pooled[:1])) for k, h in self.heads.items()}}
+
+    def setup(self) -> Dict[str, Any]:
+        s = self.s
+        return {
+            "backbone": s["backbone"], "weights": "random (timing only)", "spp_levels": list(self.cfg.model.spp_levels),
+            "fc_dims": list(s["fc_dims"]), "num_classes": s["num_classes"],
+            "fc_configs": {"full_fc": "full fc6/fc7", "svd_fc": f"truncated SVD, ranks {list(s['svd_ranks'])}", "svd_low_rank_fc": f"truncated SVD, ranks {list(s['low_ranks'])}"},
+            "fc_config_applies_to": "both modes (same fc layers and weights)",
+            "image": self.source, "image_size_hw": list(self.image.shape[:2]), "spp_scale": s["scale"],
+            "spp_input_hw": list(self.batch.images[0].shape[-2:]), "windows": self.R, "fc_chunk": self.chunk,
+            "rcnn_crop": self.rcnn.crop_size, "rcnn_context": self.rcnn.context, "rcnn_batch": self.rcnn.batch_size,
+            "rcnn_timed_windows": self.n, "rcnn_scaled_linearly_to": self.R,
+            "rcnn_fc": "the same fc layers on the same (R, D) input as SPP mode",
+            "excluded": "image resize/normalisation (both modes), NMS",
         }
 
-    ms = {k: v["median_ms"] for k, v in t.items()}
-    scale = R / float(n)
-    rcnn_ms = {"warp": ms["rcnn_warp"] * scale, "conv": ms["rcnn_conv"] * scale, "pool5": ms["rcnn_pool5"] * scale}
-    per_window = rcnn_ms["warp"] + rcnn_ms["conv"] + rcnn_ms["pool5"]
-    fc_ms = {k: ms[f"fc_{k}"] for k in heads}
-    spp_total = {k: ms[f"spp_total_{k}"] for k in heads}
-    rcnn_total = {k: per_window + fc_ms[k] for k in heads}
-    speedup_total = {k: rcnn_total[k] / spp_total[k] for k in heads}
-    flop_total = {k: (flops["rcnn_conv"] + flops[f"fc_{k}"]) / (flops["spp_conv"] + flops[f"fc_{k}"]) for k in heads}
+
+def _summary(ms: Dict[str, float], bench: _Bench, suffix: str) -> Dict[str, Any]:
+    """Per-stage times (R-CNN scaled to all windows) and speed-ups from one kind of median."""
+    scale = bench.R / float(bench.n)
+    rcnn = {k: ms[f"rcnn_{k}"] * scale for k in ("warp", "conv", "pool5")}
+    fc = {k: ms[f"fc_{k}"] for k in bench.heads}
+    spp_total = {k: ms[f"spp_total_{k}"] for k in bench.heads}
+    rcnn_total = {k: sum(rcnn.values()) + fc[k] for k in bench.heads}
+    r1 = lambda d: {k: round(v, 1) for k, v in d.items()}  # noqa: E731
     return {
-        "setup": {
-            "backbone": s["backbone"], "weights": "random (timing only)", "spp_levels": list(cfg.model.spp_levels),
-            "fc_dims": list(s["fc_dims"]), "num_classes": s["num_classes"],
-            "fc_configs": {"full_fc": "full fc6/fc7", "svd_fc": f"truncated SVD, ranks {list(s['svd_ranks'])} "
-                           "(Fast R-CNN's)", "svd_low_rank_fc": f"truncated SVD, ranks {list(s['low_ranks'])}"},
-            "fc_config_applies_to": "both modes (same fc layers and weights)",
-            "image": source, "image_size_hw": list(image.shape[:2]), "spp_scale": s["scale"],
-            "spp_input_hw": list(batch.images[0].shape[-2:]), "windows": R, "fc_chunk": CHUNK,
-            "rcnn_crop": rcnn.crop_size, "rcnn_context": rcnn.context, "rcnn_batch": rcnn.batch_size,
-            "rcnn_timed_windows": n, "rcnn_scaled_linearly_to": R,
-            "rcnn_fc": "same fc layers on the same (R, D) input as SPP mode (fc)",
-            "excluded": "image resize/normalisation (both modes), NMS",
-            "device": str(device), "threads": torch.get_num_threads(), "repeat": repeat, "torch": torch.__version__,
-            "quick": quick,
-        },
-        "timings_ms": t,
-        "spp_ms": {"conv": ms["spp_conv"], "pool": ms["spp_pool"], "fc": fc_ms, "total": spp_total},
-        "rcnn_ms": {**{k: round(v, 1) for k, v in rcnn_ms.items()}, "fc": fc_ms,
-                    "total": {k: round(v, 1) for k, v in rcnn_total.items()}},
-        "speedup_conv": round(rcnn_ms["conv"] / ms["spp_conv"], 1),
-        "speedup_total": {k: round(v, 1) for k, v in speedup_total.items()},
-        "gflops": {k: round(v / 1e9, 2) for k, v in flops.items()},
-        "flop_ratio_conv": round(flops["rcnn_conv"] / flops["spp_conv"], 1),
-        "flop_ratio_total": {k: round(v, 1) for k, v in flop_total.items()},
-        "flops_counted": "conv + linear layers (torch.utils.flop_counter); pooling, LRN, ReLU, warping not counted",
-        "target_total_speedup": TARGET_TOTAL_SPEEDUP,
-        "meets_target": {k: v >= TARGET_TOTAL_SPEEDUP for k, v in speedup_total.items()},
+        f"spp_ms{suffix}": {"conv": ms["spp_conv"], "pool": ms["spp_pool"], "fc": fc, "total": spp_total},
+        f"rcnn_ms{suffix}": {**r1(rcnn), "fc": fc, "total": r1(rcnn_total)},
+        f"speedup_conv{suffix}": round(rcnn["conv"] / ms["spp_conv"], 1),
+        f"speedup_total{suffix}": {k: round(rcnn_total[k] / spp_total[k], 1) for k in bench.heads},
     }

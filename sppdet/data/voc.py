@@ -80,7 +80,7 @@ def parse_xml_file(path: Path) -> ET.Element:
     except FileNotFoundError:
         raise DataError(f"{path}: annotation file not found") from None
     text = raw.decode("utf-16", errors="replace") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else raw.decode("latin-1")
-    upper = text.upper()
+    upper = text.replace("\x00", "").upper()  # NULs removed: UTF-16/32 without a BOM are caught too
     if "<!DOCTYPE" in upper or "<!ENTITY" in upper:
         raise DataError(f"{path}: XML with a DOCTYPE or ENTITY declaration is refused (unsafe)")
     try:
@@ -89,6 +89,8 @@ def parse_xml_file(path: Path) -> ET.Element:
         line, col = getattr(e, "position", (0, 0))
         msg = str(e).split(":")[0]
         raise DataError(f"{path}: malformed XML at line {line}, column {col + 1} ({msg})") from None
+    except ValueError as e:  # expat: "multi-byte encodings are not supported" (UTF-16 without a BOM)
+        raise DataError(f"{path}: unsupported XML encoding ({e}); save it as UTF-8") from None
 
 
 def _text(node: Optional[ET.Element], tag: str) -> Optional[str]:

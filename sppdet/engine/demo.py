@@ -12,7 +12,8 @@ log = logging.getLogger("sppdet.demo")
 
 
 def run_demo(config: str = "configs/sample_tiny.yaml", data_dir: str = "data/sample",
-             overrides: Sequence[str] = (), num_detect_images: int = 6) -> Dict:
+             overrides: Sequence[str] = (), num_detect_images: int = 6, num_train: int = 160,
+             num_test: int = 40) -> Dict:
     """Run the whole pipeline on the generated sample set; returns a summary dict."""
     from ..data.build import build_dataset
     from ..data.synthetic import generate_sample_dataset
@@ -24,9 +25,9 @@ def run_demo(config: str = "configs/sample_tiny.yaml", data_dir: str = "data/sam
     t0 = time.time()
     timings = {}
     log.info("[1/5] sample data -> %s", data_dir)
-    generate_sample_dataset(data_dir)
+    generate_sample_dataset(data_dir, num_train=num_train, num_test=num_test)
     timings["data"] = time.time() - t0
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, [f"data.root={Path(data_dir) / 'voc'}", *overrides])
     out = Path(cfg.output_dir)
 
     t = time.time()

@@ -171,11 +171,15 @@ class ResultLog:
         self._file = open(self.path, "w", encoding="utf-8")  # scratch file, never an output
 
     def add(self, image_id: str, file_name: str, width: int, height: int, dets) -> None:
-        self._file.write(json.dumps({
+        line = json.dumps({
             "image_id": image_id, "file_name": file_name, "width": int(width), "height": int(height),
             "boxes": np.asarray(dets.boxes, dtype=np.float32).reshape(-1, 4).tolist(),
             "scores": np.asarray(dets.scores, dtype=np.float32).tolist(),
-            "labels": np.asarray(dets.labels, dtype=np.int64).tolist()}) + "\n")
+            "labels": np.asarray(dets.labels, dtype=np.int64).tolist()})
+        try:
+            self._file.write(line + "\n")
+        except OSError as e:  # disk full...
+            raise SppdetError(f"{self.path}: cannot write ({e.strerror})") from e
 
     def entries(self) -> Iterator[Dict]:
         self._file.flush()

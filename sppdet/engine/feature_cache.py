@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -439,6 +440,7 @@ def build_feature_cache(model, dataset, proposals, cfg, folder, device="cpu", re
 
     from ..data.image_io import read_image
 
+    t0 = time.time()
     folder = Path(folder)
     model.eval()
     settings = cache_settings(cfg, model)
@@ -495,7 +497,8 @@ def build_feature_cache(model, dataset, proposals, cfg, folder, device="cpu", re
         _remove_stray_files(folder / SHARDS, {j.name for j in jobs})
         meta = {"format": FORMAT, "version": VERSION, "fingerprint": fingerprint, "settings": settings,
                 "dim": int(model.spp_dim), "dtype": "float16",
-                "num_windows": int(sum(r["windows"] for r in records)), "shards": records}
+                "num_windows": int(sum(r["windows"] for r in records)), "shards": records,
+                "build_seconds": round(time.time() - t0, 2)}
         meta["checksum"] = _checksum(meta)
         save_json(meta, meta_path)
     du.barrier()  # meta.json is written: the cache is complete

@@ -50,7 +50,7 @@ from ..errors import ConfigError, SppdetError
 from ..fileio import make_output_dir, save_json, torch_load, torch_save
 from ..structures import BoxCoder, box_iou
 from . import distributed as du
-from .checkpoint import load_checkpoint, restore_model, save_checkpoint
+from .checkpoint import restore_model, save_checkpoint
 from .data import _mix
 from .feature_cache import CacheError, FeatureCache, build_feature_cache
 
@@ -73,7 +73,8 @@ def train_paper(cfg: Config, output_dir: Optional[str] = None, resume: bool = Fa
 
     Summary keys: ``checkpoint`` (``model_final.pth``; ``finetune.pth`` or "" when the final
     model cannot be assembled yet), ``stage_seconds`` {cache, finetune, svm, bbox} (0 when
-    skipped), ``stages_run``, ``output_dir``, ``cache`` and per-stage statistics.
+    skipped), ``stage_seconds_recorded`` (what each current output took when it was made, in this
+    run or an earlier one; rank 0), ``stages_run``, ``output_dir``, ``cache`` and per-stage statistics.
     """
     from ..data.build import build_dataset
     from ..proposals.build import get_proposals
@@ -148,6 +149,8 @@ class PaperTrainer:
                 summary["stage_seconds"][name] = round(time.time() - t0, 2)
                 log.info("stage %s: %.1f s", name, time.time() - t0)
         c = self.cache
+        if du.is_main_process():
+            summary["stage_seconds_recorded"] = self._recorded_seconds()
         summary["cache"] = {"dir": str(self.cache_dir), "views": len(c), "windows": c.num_windows,
                             "dim": c.dim, "gigabytes": round(c.num_windows * c.dim * 2 / 1e9, 3)}
         if du.is_main_process():
@@ -157,6 +160,16 @@ class PaperTrainer:
             elif (self.out / FINETUNE).is_file():
                 summary["checkpoint"] = str(self.out / FINETUNE)
         return du.broadcast_object(summary)  # every rank returns rank 0's summary (and paths)
+
+    def _recorded_seconds(self) -> Dict[str, float]:
+        """Seconds each current output took when it was made (in this run or an earlier one)."""
+        keys = self._keys()
+        out = {"cache": float(self.cache.meta.get("build_seconds", 0.0))}
+        for stage, name in (("finetune", FINETUNE), ("svm", SVM), ("bbox", BBOX)):
+            state = self._load_stage(name, keys[stage], quiet=True) or {}
+            rec = state.get("extras", {}).get("paper_stage", {}) if state.get("format") else state
+            out[stage] = float(rec.get("seconds", 0.0))
+        return out
 
     def _keys(self) -> Dict[str, str]:
         cfg, pc, tc = self.cfg, self.cfg.train.paper, self.cfg.train
@@ -184,7 +197,7 @@ class PaperTrainer:
                                          self.device, resume=resume, progress=self.progress)
         return not self.cache.reused
 
-    def _load_stage(self, name: str, key: str) -> Optional[Dict]:
+    def _load_stage(self, name: str, key: str, quiet: bool = False) -> Optional[Dict]:
         """A stage output whose recorded key matches, else None."""
         path = self.out / name
         if not path.is_file():
@@ -196,6 +209,8 @@ class PaperTrainer:
             return None
         rec = state.get("extras", {}).get("paper_stage", {}) if state.get("format") else state
         if rec.get("key") != key:
+            if quiet:
+                return None
             log.info("%s is stale (made from other settings or an earlier stage); redoing it", path)
             return None
         return state
@@ -217,6 +232,7 @@ class PaperTrainer:
         if du.broadcast_object(self._load_stage(FINETUNE, key) is not None if du.is_main_process() else None):
             log.info("stage finetune: %s is up to date (delete it to redo)", self.out / FINETUNE)
             return False
+        t0 = time.time()
         cfg, pc, tc = self.cfg, self.cfg.train.paper, self.cfg.train
         head = self.model.head
         if not pc.finetune_bbox:
@@ -292,7 +308,7 @@ class PaperTrainer:
         if bar is not None:
             bar.close()
         head.eval()
-        self._save(FINETUNE, pc.finetune_iters, {"key": key})
+        self._save(FINETUNE, pc.finetune_iters, {"key": key, "seconds": round(time.time() - t0, 2)})
         if du.is_main_process():
             (self.out / FINETUNE_LAST).unlink(missing_ok=True)
         if history:
@@ -340,6 +356,7 @@ class PaperTrainer:
             log.info("stage svm: %s is up to date (delete it to redo)", self.out / SVM)
             return False
         self._load_finetuned(keys["finetune"], allow_redo_finetune, summary)
+        t0 = time.time()
         pc, cache, idx = self.cfg.train.paper, self.cache, self.cache.index
         scale = feature_scale(self._fc7(cache.gather(self._sample_windows(SCALE_SAMPLE, 21))), pc.svm_feat_norm)
         gt_rows = np.nonzero(idx["is_gt"])[0]
@@ -359,7 +376,7 @@ class PaperTrainer:
             log.info("SVM %s: %s", name, ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                    for k, v in st.items()))
         torch_save({"key": keys["svm"], "svm_weight": torch.from_numpy(weight), "svm_bias": torch.from_numpy(bias),
-                    "svm_feat_scale": float(scale)}, self.out / SVM)
+                    "svm_feat_scale": float(scale), "seconds": round(time.time() - t0, 2)}, self.out / SVM)
         summary["svm"] = stats
         return True
 
@@ -391,6 +408,7 @@ class PaperTrainer:
         if self._load_stage(BBOX, key) is not None:
             log.info("stage bbox: %s is up to date (delete it to redo)", self.out / BBOX)
             return False
+        t0 = time.time()
         pc, cache, idx = self.cfg.train.paper, self.cache, self.cache.index
         scale = feature_scale(cache.gather(self._sample_windows(SCALE_SAMPLE, 23)), pc.svm_feat_norm)
         sel = np.nonzero((idx["max_iou"] >= pc.bbox_reg_min_iou) & (idx["gt_label"] > 0))[0]
@@ -416,7 +434,7 @@ class PaperTrainer:
             bias[4 * (k - 1) : 4 * k] = b.float().numpy()
         log.info("box regressors: pool5 scale %.4g, windows per class %s", scale, counts)
         torch_save({"key": key, "bbox_weight": torch.from_numpy(weight), "bbox_bias": torch.from_numpy(bias),
-                    "bbox_feat_scale": float(scale)}, self.out / BBOX)
+                    "bbox_feat_scale": float(scale), "seconds": round(time.time() - t0, 2)}, self.out / BBOX)
         summary["bbox"] = {"windows": counts}
         return True
 

@@ -202,14 +202,12 @@ def _bin_edges(first: Tensor, last: Tensor, n: int) -> Tuple[Tensor, Tensor]:
     return start, end
 
 
-def _plan_levels(levels: Tuple[int, ...], mode: str) -> Dict[int, Optional[int]]:
-    """Level -> the finer level it is reduced from (max only), or ``None`` = computed directly.
-
-    Finest first; each level reads the smallest finer level that it divides.
-    """
+def _plan_levels(levels: Tuple[int, ...]) -> Dict[int, Optional[int]]:
+    """Max pooling: level -> the finer level it is reduced from, or ``None`` = computed
+    directly. Finest first; each level reads the smallest finer level that it divides."""
     plan: Dict[int, Optional[int]] = {}
     for n in sorted(set(levels), reverse=True):
-        finer = [s for s in plan if s % n == 0] if mode == "max" else []
+        finer = [s for s in plan if s % n == 0]
         plan[n] = min(finer) if finer else None
     return plan
 
@@ -346,7 +344,7 @@ def _roi_spp_max(features: Tensor, batch: Tensor, cells: Tensor, levels: Tuple[i
     output (the differentiable twin is :class:`_RoISPPMax`)."""
     N, C, H, W = features.shape
     K = len(batch)
-    plan = _plan_levels(levels, "max")
+    plan = _plan_levels(levels)
     direct = [n for n, src in plan.items() if src is None]
     shape = (_table_depth(W, direct), _table_depth(H, direct), H, W)
     table = _max_tables(features, shape[0], shape[1]).reshape(-1, C)

@@ -17,7 +17,10 @@ Example::
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+import copy
+import logging
+import weakref
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -57,12 +60,13 @@ class SPPDetector(nn.Module):
     def conv_features(self, batch: ImageBatch) -> List[torch.Tensor]:
         """The conv feature map of every image at every scale: one backbone pass per scale.
 
-        CPU inference (eval mode, autograd off) feeds the convs channels-last, oneDNN's preferred
-        layout (ZF-5 and ResNet-50 ~1.3x faster here; the same numbers up to float rounding);
-        the maps come out channels-last, which region SPP reads faster too.
+        CPU inference (eval mode, autograd off) runs :func:`inference_backbone` on channels-last
+        input (same numbers up to float rounding, ~1.4x faster for ZF-5 and ResNet-50 here); the
+        maps come out channels-last, which region SPP reads faster too.
         """
-        if is_cpu_inference(self, batch.images[0]):
-            return [self.backbone(x.contiguous(memory_format=torch.channels_last)) for x in batch.images]
+        if is_cpu_inference(self, batch.images[0]) and not self.backbone.training:
+            backbone = inference_backbone(self.backbone)
+            return [backbone(x.contiguous(memory_format=torch.channels_last)) for x in batch.images]
         return [self.backbone(x) for x in batch.images]
 
     def pool(self, features: List[torch.Tensor], factors: torch.Tensor, rois: torch.Tensor,
@@ -99,6 +103,41 @@ class SPPDetector(nn.Module):
 def is_cpu_inference(module: nn.Module, x: torch.Tensor) -> bool:
     """True for CPU input with ``module`` in eval mode and autograd off."""
     return x.device.type == "cpu" and not module.training and not torch.is_grad_enabled()
+
+
+#: backbone -> (fingerprint of its weights, its inference copy); see inference_backbone.
+_INFERENCE_COPIES: "weakref.WeakKeyDictionary[nn.Module, Tuple[tuple, nn.Module]]" = weakref.WeakKeyDictionary()
+
+
+def _weights_fingerprint(module: nn.Module) -> tuple:
+    tensors = [t.detach() for t in list(module.parameters()) + list(module.buffers())]
+    sums = [t.sum(dtype=torch.float64) for t in tensors if t.is_floating_point() and t.numel()]
+    return (tuple((t.data_ptr(), t._version, t.dtype) for t in tensors),
+            tuple(torch.stack(sums).tolist()) if sums else ())
+
+
+def inference_backbone(backbone: nn.Module) -> nn.Module:
+    """A copy of an eval-mode ``backbone`` for CPU inference: each batch-norm folded into the
+    conv before it (``torch.fx`` ``fuse``; kept as is where tracing fails) and conv weights
+    stored channels-last. Same outputs up to float rounding; ResNet-50 ~15% faster than
+    channels-last alone, ZF-5 ~14%. Cached per backbone; rebuilt as soon as any of its
+    weights or buffers changes (pointer, version counter or sum differs)."""
+    key = _weights_fingerprint(backbone)
+    hit = _INFERENCE_COPIES.get(backbone)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    with torch.inference_mode(False), torch.no_grad():
+        fast = None
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules()):
+            from torch.fx.experimental.optimization import fuse
+
+            try:
+                fast = fuse(backbone)
+            except Exception as e:  # a backbone torch.fx cannot trace: channels-last only
+                logging.getLogger("sppdet.detector").debug("batch-norm folding skipped: %s", e)
+        fast = (fast if fast is not None else copy.deepcopy(backbone)).to(memory_format=torch.channels_last)
+    _INFERENCE_COPIES[backbone] = (key, fast)
+    return fast
 
 
 def build_detector(cfg, num_classes: int) -> SPPDetector:

@@ -19,9 +19,10 @@ R-CNN's way, so that the two modes differ only in where the conv features come f
 3. **conv**: the backbone runs on the warped windows, ``batch_size`` at a time.
 4. **pool5**: R-CNN's pool5 is a fixed-size pooling of the map of a ``crop_size`` input. To
    reuse the SPP model's fc weights unchanged, the same pyramid pooling is applied to each
-   window's whole map, i.e. to one RoI ``(0, 0, crop_size, crop_size)`` in the warped frame.
-   For a ``crop_size`` image and that window, without context, R-CNN mode therefore gives
-   exactly SPP mode's vector (tested).
+   window's whole map, i.e. to one RoI ``(0, 0, crop_size, crop_size)`` in the warped frame,
+   projected like any SPP window (ZF-5: cells 0..13 of the 15 x 15 map of a 224 input; cell
+   14 is centred outside the window). For a ``crop_size`` image and that window, without
+   context, R-CNN mode therefore gives exactly SPP mode's vector (tested).
 
 Shape shorthand: R windows, B windows per conv batch, S = ``crop_size``, D = SPP vector length.
 
@@ -33,14 +34,14 @@ Example::
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 from torchvision.ops import roi_align
 
-from .detector import is_cpu_inference
+from .features import ImageBatch
 
 #: R-CNN's warped input size and context padding (pixels of the warped frame, per side).
 CROP_SIZE = 224
@@ -64,10 +65,11 @@ def warp_windows(image: torch.Tensor, boxes: torch.Tensor, crop_size: int = CROP
                  context: int = CONTEXT) -> torch.Tensor:
     """Warped windows ``(R, 3, S, S)`` of a normalised image ``(3, H, W)`` (see module docs).
 
-    One bilinear sample per output pixel, at its centre; samples more than half a pixel
-    outside the image read 0. On the CPU each window is one ``cv2.warpAffine`` (output
-    channels-last, which the backbone convs prefer); elsewhere ``roi_align`` with
-    ``aligned=True`` and ``sampling_ratio=1``, which is the same affine warp.
+    One bilinear sample per output pixel, at its centre; samples outside the image read 0
+    (the border pixel within one pixel of it). On the CPU each window is one
+    ``cv2.warpAffine`` (sample positions quantised to 1/32 px; output channels-last, which
+    the backbone prefers); elsewhere ``roi_align`` with ``aligned=True`` and
+    ``sampling_ratio=1``, the same affine warp. The two differ only next to the border.
     """
     if image.dim() == 4:
         image = image[0]
@@ -119,11 +121,11 @@ class RCNNBaseline(nn.Module):
         return warp_windows(image, boxes, self.crop_size, self.context)
 
     def conv(self, crops: torch.Tensor) -> torch.Tensor:
-        """The backbone on warped windows: ``(B, C, h, w)`` (channels-last for CPU inference,
-        as :meth:`SPPDetector.conv_features` runs it)."""
-        if is_cpu_inference(self.detector, crops):
-            crops = crops.contiguous(memory_format=torch.channels_last)
-        return self.detector.backbone(crops)
+        """The backbone on warped windows: ``(B, C, h, w)``, run exactly as SPP mode runs it
+        (:meth:`SPPDetector.conv_features`, with its CPU-inference fast path)."""
+        n = len(crops)
+        batch = ImageBatch([crops], crops.new_ones((n, 1), dtype=torch.float64), [(self.crop_size,) * 2] * n)
+        return self.detector.conv_features(batch)[0]
 
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         """pool5: the SPP pyramid over each window's whole map, ``(B, D)``."""
@@ -133,20 +135,19 @@ class RCNNBaseline(nn.Module):
         rois[:, 3:] = float(self.crop_size)
         return self.detector.spp(features, rois)
 
-    def batches(self, image: torch.Tensor, boxes: torch.Tensor) -> Iterator[Tuple[int, torch.Tensor]]:
-        """``(start, pooled (B, D))`` for consecutive batches of windows."""
+    def batches(self, image: torch.Tensor, boxes: torch.Tensor) -> Iterator[torch.Tensor]:
+        """pool5 vectors ``(B, D)`` of consecutive batches of windows."""
         for i in range(0, len(boxes), self.batch_size):
-            crops = self.warp(image, boxes[i : i + self.batch_size])
-            yield i, self.pool(self.conv(crops))
+            yield self.pool(self.conv(self.warp(image, boxes[i : i + self.batch_size])))
 
     def window_features(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """pool5 vectors ``(R, D)`` of every window."""
         if len(boxes) == 0:
             return image.new_zeros((0, self.detector.spp_dim))
-        return torch.cat([pooled for _, pooled in self.batches(image, boxes)])
+        return torch.cat(list(self.batches(image, boxes)))
 
     def forward(self, image: torch.Tensor, boxes: torch.Tensor) -> Dict[str, torch.Tensor]:
-        outs = [self.detector.head(pooled) for _, pooled in self.batches(image, boxes)]
+        outs = [self.detector.head(pooled) for pooled in self.batches(image, boxes)]
         if not outs:
             return self.detector.head(image.new_zeros((0, self.detector.spp_dim)))
         return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}

@@ -241,6 +241,7 @@ def test_four_stages_detect_and_resume(tiny_set, tmp_path):
     # everything is current: a second run skips every stage
     again = _trainer(cfg, out, train, store).run("all")
     assert again["stages_run"] == [] and again["checkpoint"] == str(final)
+    assert again["stage_seconds"]["svm"] == 0 and all(v > 0 for v in again["stage_seconds_recorded"].values())
     # a changed SVM setting redoes only the SVMs (and the final model)
     cfg_c = paper_cfg(root, out, "train.paper.svm_c=0.01")
     redo = _trainer(cfg_c, out, train, store).run("all")

@@ -102,3 +102,38 @@ def test_channels_last_inference_same_features_and_training_unaffected():
     assert train_feats.is_contiguous()
     model(batch, rois)["cls_logits"].sum().backward()
     assert all(p.grad is not None for p in model.backbone.parameters() if p.requires_grad)
+
+
+def test_inference_backbone_folds_batch_norm_and_follows_weight_changes():
+    from sppdet.modeling.detector import inference_backbone
+
+    model = _model("tiny")
+    for m in model.backbone.modules():  # non-trivial batch-norm statistics to fold
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    batch = model.prepare([np.random.default_rng(3).integers(0, 256, (64, 96, 3), dtype=np.uint8)], [224], 2000)
+    x = batch.images[0]
+
+    def check():
+        with torch.no_grad():
+            ref = model.backbone(x)
+        with torch.inference_mode():
+            (out,) = model.conv_features(batch)
+        assert torch.allclose(out, ref, rtol=1e-4, atol=1e-4)
+
+    check()
+    fast = inference_backbone(model.backbone)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert inference_backbone(model.backbone) is fast  # cached
+    conv = model.backbone.stage1[0]
+    with torch.no_grad():
+        conv.weight.mul_(0.5)  # in place: version counter changes
+    check()
+    conv.weight.data[0] += 1.0  # through .data: only the weights' sum tells
+    check()
+    model.backbone.load_state_dict({k: v * 1.1 for k, v in model.backbone.state_dict().items()
+                                    if v.is_floating_point()}, strict=False)
+    check()
+    assert inference_backbone(model.backbone) is not fast

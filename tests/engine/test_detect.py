@@ -1,0 +1,122 @@
+"""tools/detect.py's engine: results streamed through a JSON-lines scratch file give the same files as
+the in-memory writers, a folder of many images is handled with bounded work per image, and
+output names are unique and safe."""
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from reliability_kit import make_sample, run_in_process, tiny_config  # tests/ (on sys.path via conftest.py)
+from sppdet.data.dataset import DetectionDataset, ImageRecord
+from sppdet.evaluation.detections import (ImageDetections, load_sppdet_detections, save_comp4,
+                                          save_coco_results, save_detections)
+
+
+def _random_detections(rng, n_images, classes, numeric_ids):
+    out = {}
+    for i in range(n_images):
+        n = int(rng.integers(0, 6))
+        xy = rng.uniform(0, 200, (n, 2)).astype(np.float32)
+        wh = rng.uniform(0.001, 80, (n, 2)).astype(np.float32)
+        boxes = np.concatenate([xy, xy + wh], 1)
+        image_id = f"{i * 7:06d}" if numeric_ids else f"img_{i}"
+        out[image_id] = ImageDetections(boxes, rng.uniform(0, 1, n).astype(np.float32),
+                                        rng.integers(1, len(classes) + 1, n).astype(np.int64))
+    return out
+
+
+@pytest.mark.parametrize("numeric_ids", [True, False])
+def test_streamed_files_equal_the_in_memory_writers(tmp_path, numeric_ids):
+    from sppdet.engine.detect import ResultLog
+
+    classes = ["cat", "dog", "traffic light"]
+    dets = _random_detections(np.random.default_rng(3), 9, classes, numeric_ids)
+    records = [ImageRecord(i, f"/data/{i}.jpg", 320 + k, 240 - k) for k, i in enumerate(dets)]
+    dataset = DetectionDataset(records, classes, name="detect")
+    (tmp_path / "a").mkdir()
+    log = ResultLog(tmp_path / "a", classes)
+    for rec in records:
+        log.add(rec.image_id, rec.file_name, rec.width, rec.height, dets[rec.image_id])
+    log.write_sppdet(tmp_path / "a" / "detections.json")
+    log.write_coco(tmp_path / "a" / "coco.json")
+    log.write_comp4(tmp_path / "a" / "comp4")
+    log.close()
+    assert not (tmp_path / "a" / ".detections.partial.jsonl").exists()
+
+    save_detections(dets, tmp_path / "detections.json", dataset)
+    save_coco_results(dets, tmp_path / "coco.json", dataset)
+    save_comp4(dets, tmp_path / "comp4", dataset, split="detect")
+    for name in ("detections.json", "coco.json"):
+        assert json.loads((tmp_path / "a" / name).read_text()) == json.loads((tmp_path / name).read_text()), name
+    for f in sorted((tmp_path / "comp4").iterdir()):
+        assert (tmp_path / "a" / "comp4" / f.name).read_text() == f.read_text(), f.name
+    back = load_sppdet_detections(tmp_path / "a" / "detections.json", dataset)
+    assert set(back) <= set(dets)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    from sppdet.config import config_from_dict
+    from sppdet.engine.train import train
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    base = tmp_path_factory.mktemp("detect")
+    voc = make_sample(base / "sample", num_train=4, num_test=1)
+    train(config_from_dict(tiny_config(voc, base / "model", **{"train.max_iter": 2})), str(base / "model"))
+    yield base / "model" / "model_final.pth"
+    torch.set_num_threads(n)
+
+
+def test_folder_of_50_images_streams_results(model, tmp_path, capsys, monkeypatch):
+    import sppdet.engine.detect as detect_mod
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(50):
+        img = np.clip(rng.normal(rng.integers(40, 200), 25, (64, 64, 3)), 0, 255).astype(np.uint8)
+        cv2.rectangle(img, (10, 12), (40, 50), (250, 250, 250), -1)
+        cv2.imwrite(str(folder / f"im{i:02d}.jpg"), img)
+    writes = []
+    real = detect_mod.ResultLog.write_sppdet
+
+    def counting(self, path):
+        writes.append(sum(1 for _ in self.entries()))  # images in the file at that moment
+        real(self, path)
+
+    monkeypatch.setattr(detect_mod.ResultLog, "write_sppdet", counting)
+    monkeypatch.setattr(detect_mod, "REFRESH_SECONDS", 0.0)  # refresh after every batch here
+    out = tmp_path / "out"
+    code, stdout, err = run_in_process("detect", ["--weights", model, "--input", folder, "--output", out,
+                                                  "--batch", "4", "--no-draw", "--score-thresh", "0",
+                                                  "--coco-json", "--voc-comp4"], capsys)
+    assert code == 0, err
+    assert "50 images" in stdout
+    data = json.loads((out / "detections.json").read_text())
+    assert [e["image_id"] for e in data["images"]] == [f"im{i:02d}" for i in range(50)]
+    assert writes == sorted(writes) and writes[-1] == 50 and len(writes) >= 13  # refreshed while running
+    assert json.loads((out / "detections_coco.json").read_text()) is not None
+    assert len(list((out / "comp4").glob("comp4_det_detect_*.txt"))) == 5
+    assert not (out / ".detections.partial.jsonl").exists()
+
+    writes.clear()
+    monkeypatch.setattr(detect_mod, "REFRESH_SECONDS", 3600.0)
+    code, _, err = run_in_process("detect", ["--weights", model, "--input", folder, "--output", tmp_path / "o2",
+                                             "--no-draw"], capsys)
+    assert code == 0, err
+    assert writes == [50]  # written once at the end, not after every image
+
+
+def test_output_names_unique_and_bounded():
+    from sppdet.engine.detect import MAX_NAME, output_names
+
+    files = [Path(f"d{k}/image.jpg") for k in range(300)] + [Path("image_5.png"), Path("IMAGE.jpg")]
+    names = output_names(files)
+    assert len({n.lower() for n in names}) == len(names) == 302
+    assert names[:3] == ["image", "image_1", "image_2"] and names[300] == "image_5_1"
+    long = output_names([Path("é" * 300 + ".jpg"), Path("q" * 300 + ".jpg")])
+    assert all(len(n) <= MAX_NAME + 9 for n in long)
