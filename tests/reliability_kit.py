@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import yaml
 
@@ -155,7 +155,3 @@ def jpeg_header(width: int, height: int) -> bytes:
     sos = b"\xff\xda" + struct.pack(">HBBBBBB", 8, 1, 1, 0, 0, 63, 0)
     app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
     return b"\xff\xd8" + app0 + sof + sos + b"\x00" * 64 + b"\xff\xd9"
-
-
-def lines_with(text: str, needle: str) -> List[str]:
-    return [line for line in text.splitlines() if needle in line]

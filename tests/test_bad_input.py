@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np

@@ -8,7 +8,6 @@ is on disk); the uninterrupted reference runs in this process with one thread, a
 subprocesses do (``OMP_NUM_THREADS=1``), so results are compared bit for bit.
 """
 import re
-import shutil
 from pathlib import Path
 
 import cv2

@@ -100,6 +100,8 @@ def run_vs_torchvision(args: Any) -> Dict[str, Any]:
     found, _ = compute_proposals(image, "edgeboxes", cfg.proposals)
     proposals = top_up(found, s["proposals"], w, h)
     tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255).to(device)
+    rpn_out = []  # proposals its box head scores (1,000 at most in eval mode)
+    tv.roi_heads.register_forward_hook(lambda mod, inputs, output: rpn_out.append(len(inputs[1][0])))
 
     with torch.inference_mode():
         fns = {
@@ -121,8 +123,10 @@ def run_vs_torchvision(args: Any) -> Dict[str, Any]:
                      "proposals": len(proposals), "edgeboxes_found": int(len(found)),
                      "edgeboxes_max_side": cfg.proposals.max_side, "edge_model": cfg.proposals.edge_model or "gradient"},
             "torchvision_model": f"{s['torchvision']}(weights=None, weights_backbone=None, min_size=scale, max_size)",
+            "torchvision_box_head_proposals": rpn_out[-1],
             "weights": "random (timing only)", "device": str(device), "threads": torch.get_num_threads(),
-            "repeat": repeat, "torch": torch.__version__, "torchvision": torchvision.__version__, "quick": quick,
+            "repeat": repeat, "torch": torch.__version__, "torchvision_version": torchvision.__version__,
+            "quick": quick,
         },
         "timings_ms": t,
     }
