@@ -12,7 +12,8 @@ with its first 2,000 real Selective Search windows (fast-rcnn demo file) when
   32), pool5 = the same pyramid over the window's whole map, the same fc. Its per-window
   stages are timed on ``rcnn_windows`` windows and scaled linearly to all windows (the
   work per window is fixed, so the scaling is exact up to batching effects); its fc time is
-  that of the same fc layers on the same ``(R, D)`` input as SPP mode.
+  that of the same fc layers on the same ``(R, D)`` input as SPP mode. Its convs run through
+  the same :meth:`SPPDetector.conv_features` (and CPU fast path) as SPP mode's.
 
 Three fc configurations are reported, each applied to *both* modes: the full fc layers, the
 truncated-SVD ones at Fast R-CNN's ranks (section 3.1; :meth:`SPPHead.compress_svd`, fc6 1024,
@@ -119,7 +120,8 @@ def run_rcnn_vs_spp(args: Any) -> Dict[str, Any]:
         "gflops": {"spp_conv": _g(flops["spp_conv"]), "rcnn_conv": _g(flops["rcnn_conv"]),
                    "fc": {k: _g(v) for k, v in fc_flops.items()}},
         "flop_ratio_conv": round(flops["rcnn_conv"] / flops["spp_conv"], 1),
-        "flop_ratio_total": {k: round((flops["rcnn_conv"] + f) / (flops["spp_conv"] + f), 1) for k, f in fc_flops.items()},
+        "flop_ratio_total": {k: round((flops["rcnn_conv"] + f) / (flops["spp_conv"] + f), 1)
+                             for k, f in fc_flops.items()},
         "flops_counted": "conv + linear layers (torch.utils.flop_counter); pooling, LRN, ReLU, warping not counted",
         "target_total_speedup": TARGET_TOTAL_SPEEDUP,
         "meets_target": {k: v >= TARGET_TOTAL_SPEEDUP for k, v in result["speedup_total"].items()},
@@ -210,7 +212,8 @@ class _Bench:
         return {
             "backbone": s["backbone"], "weights": "random (timing only)", "spp_levels": list(self.cfg.model.spp_levels),
             "fc_dims": list(s["fc_dims"]), "num_classes": s["num_classes"],
-            "fc_configs": {"full_fc": "full fc6/fc7", "svd_fc": f"truncated SVD, ranks {list(s['svd_ranks'])}", "svd_low_rank_fc": f"truncated SVD, ranks {list(s['low_ranks'])}"},
+            "fc_configs": {"full_fc": "full fc6/fc7", "svd_fc": f"truncated SVD, ranks {list(s['svd_ranks'])}",
+                           "svd_low_rank_fc": f"truncated SVD, ranks {list(s['low_ranks'])}"},
             "fc_config_applies_to": "both modes (same fc layers and weights)",
             "image": self.source, "image_size_hw": list(self.image.shape[:2]), "spp_scale": s["scale"],
             "spp_input_hw": list(self.batch.images[0].shape[-2:]), "windows": self.R, "fc_chunk": self.chunk,

@@ -23,33 +23,38 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 TARGET_RATIO = 0.6
-COCO_IMAGE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "coco-mini" / "train2017" / "000000054718.jpg"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+COCO_IMAGE = SHARED_DATA / "coco-mini" / "train2017" / "000000054718.jpg"
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "coco_resnet50.yaml"
 
+#: Full setting and the ``quick`` one (unit tests: every code path, seconds). SVD ranks keep
+#: Fast R-CNN's proportions (fc6 1/4, fc7 1/16 of the 1024-d layers).
 SETTINGS = {
-    "full": dict(backbone="resnet50", proposals=2000, scale=688, svd_ranks=(256, 64), tiny_size=None,
-                 torchvision="fasterrcnn_resnet50_fpn"),
-    "quick": dict(backbone="tiny", proposals=50, scale=224, svd_ranks=(16, 8), tiny_size=224,
-                  torchvision="fasterrcnn_mobilenet_v3_large_320_fpn"),
+    "full": dict(backbone="resnet50", proposals=2000, scale=688, svd_ranks=(256, 64), image_height=None,
+                 torchvision="fasterrcnn_resnet50_fpn", overrides=()),
+    "quick": dict(backbone="tiny", proposals=50, scale=224, svd_ranks=(16, 8), image_height=224,
+                  torchvision="fasterrcnn_mobilenet_v3_large_320_fpn",
+                  overrides=("model.tiny_width=8", "model.reduce_channels=0", "model.fc_dims=[64, 64]")),
 }
 
 
-def load_image(size=None) -> (np.ndarray, str):
+def load_image(height: Optional[int] = None) -> Tuple[np.ndarray, str]:
+    """The benchmark's RGB image (resized to ``height`` rows if given) and its name."""
     if COCO_IMAGE.is_file():
         from ..data.image_io import read_image
 
         image, name = read_image(COCO_IMAGE), COCO_IMAGE.name
     else:
         image, name = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8), "random 640x480"
-    if size:
+    if height:
         import cv2
 
-        image = cv2.resize(image, (size * image.shape[1] // image.shape[0], size))
+        image = cv2.resize(image, (height * image.shape[1] // image.shape[0], height))
     return image, name
 
 
@@ -69,9 +74,6 @@ def run_vs_torchvision(args: Any) -> Dict[str, Any]:
     import torch
     import torchvision
 
-    from ..config import load_config
-    from ..engine.infer import Predictor
-    from ..modeling.detector import build_detector
     from ..proposals.build import compute_proposals
     from . import resolve_device, time_interleaved
 
@@ -79,51 +81,39 @@ def run_vs_torchvision(args: Any) -> Dict[str, Any]:
     s = SETTINGS["quick" if quick else "full"]
     device = resolve_device(getattr(args, "device", "cpu") or "cpu")
     repeat = max(1, int(getattr(args, "repeat", 5) or 5))
-    overrides = ["model.weights=", f"model.backbone={s['backbone']}", f"input.test_scales=[{s['scale']}]",
-                 f"proposals.max_per_image={s['proposals']}"]
-    if quick:
-        overrides += ["model.tiny_width=8", "model.reduce_channels=0", "model.fc_dims=[64, 64]"]
-    cfg = load_config(CONFIG if CONFIG.is_file() else None, overrides)
-    classes = [f"class{i}" for i in range(80)]
-    torch.manual_seed(0)
-    model = build_detector(cfg, len(classes)).to(device).eval()
-    svd_model = copy.deepcopy(model)
-    svd_model.head.compress_svd(list(s["svd_ranks"]))
-    ours = Predictor(model, cfg, classes, device)
-    ours_svd = Predictor(svd_model, cfg, classes, device)
-
+    cfg, ours, ours_svd = _our_predictors(s, device)
     tv = getattr(torchvision.models.detection, s["torchvision"])(
-        weights=None, weights_backbone=None, min_size=s["scale"], max_size=cfg.input.max_size).to(device).eval()
+        weights=None, weights_backbone=None, min_size=s["scale"], max_size=cfg.input.max_size)
+    tv = tv.to(device).eval()
+    box_head_inputs = []  # proposals its box head scores (1,000 at most in eval mode)
+    tv.roi_heads.register_forward_hook(lambda mod, inputs, output: box_head_inputs.append(len(inputs[1][0])))
 
-    image, name = load_image(s["tiny_size"])
+    image, name = load_image(s["image_height"])
     h, w = image.shape[:2]
     found, _ = compute_proposals(image, "edgeboxes", cfg.proposals)
     proposals = top_up(found, s["proposals"], w, h)
     tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255).to(device)
-    rpn_out = []  # proposals its box head scores (1,000 at most in eval mode)
-    tv.roi_heads.register_forward_hook(lambda mod, inputs, output: rpn_out.append(len(inputs[1][0])))
-
     with torch.inference_mode():
-        fns = {
+        t = time_interleaved({
             "edgeboxes": lambda: compute_proposals(image, "edgeboxes", cfg.proposals),
             "ours_detect": lambda: ours.predict(image, proposals),
             "ours_detect_svd": lambda: ours_svd.predict(image, proposals),
             "torchvision_frcnn": lambda: tv([tensor]),
-        }
-        t = time_interleaved(fns, repeat, device)
+        }, repeat, device)
         tv_input = list(tv.transform([tensor])[0].tensors.shape[-2:])
+    ours_input = list(ours.model.prepare([image], cfg.input.test_scales, cfg.input.max_size).images[0].shape[-2:])
     result = {
         "setup": {
             "image": name, "image_size_hw": [h, w], "scale": s["scale"], "max_size": cfg.input.max_size,
-            "ours_input_hw": list(model.prepare([image], cfg.input.test_scales, cfg.input.max_size).images[0].shape[-2:]),
-            "torchvision_input_hw": tv_input,
+            "ours_input_hw": ours_input, "torchvision_input_hw": tv_input,
             "ours": {"backbone": cfg.model.backbone, "reduce_channels": cfg.model.reduce_channels,
                      "spp_levels": list(cfg.model.spp_levels), "fc_dims": list(cfg.model.fc_dims),
-                     "svd_ranks_fc6_fc7": list(s["svd_ranks"]), "classes": len(classes),
+                     "svd_ranks_fc6_fc7": list(s["svd_ranks"]), "classes": len(ours.class_names),
                      "proposals": len(proposals), "edgeboxes_found": int(len(found)),
-                     "edgeboxes_max_side": cfg.proposals.max_side, "edge_model": cfg.proposals.edge_model or "gradient"},
+                     "edgeboxes_max_side": cfg.proposals.max_side,
+                     "edge_model": cfg.proposals.edge_model or "gradient"},
             "torchvision_model": f"{s['torchvision']}(weights=None, weights_backbone=None, min_size=scale, max_size)",
-            "torchvision_box_head_proposals": rpn_out[-1],
+            "torchvision_box_head_proposals": box_head_inputs[-1],
             "weights": "random (timing only)", "device": str(device), "threads": torch.get_num_threads(),
             "repeat": repeat, "torch": torch.__version__, "torchvision_version": torchvision.__version__,
             "quick": quick,
@@ -134,6 +124,25 @@ def run_vs_torchvision(args: Any) -> Dict[str, Any]:
         result.update(_summary({k: v[key] for k, v in t.items()}, suffix))
     result["target_ratio_incl_edgeboxes"] = TARGET_RATIO
     return result
+
+
+def _our_predictors(s: Dict[str, Any], device):
+    """Config and Predictors of our detector with full and with truncated-SVD fc layers."""
+    import torch
+
+    from ..config import load_config
+    from ..engine.infer import Predictor
+    from ..modeling.detector import build_detector
+
+    overrides = ["model.weights=", f"model.backbone={s['backbone']}", f"input.test_scales=[{s['scale']}]",
+                 f"proposals.max_per_image={s['proposals']}", *s["overrides"]]
+    cfg = load_config(CONFIG if CONFIG.is_file() else None, overrides)
+    classes = [f"class{i}" for i in range(80)]
+    torch.manual_seed(0)
+    model = build_detector(cfg, len(classes)).to(device).eval()
+    svd_model = copy.deepcopy(model)
+    svd_model.head.compress_svd(list(s["svd_ranks"]))
+    return cfg, Predictor(model, cfg, classes, device), Predictor(svd_model, cfg, classes, device)
 
 
 def _summary(ms: Dict[str, float], suffix: str) -> Dict[str, Any]:

@@ -137,3 +137,11 @@ def test_inference_backbone_folds_batch_norm_and_follows_weight_changes():
                                     if v.is_floating_point()}, strict=False)
     check()
     assert inference_backbone(model.backbone) is not fast
+
+
+def test_conv_features_of_a_model_built_in_inference_mode():
+    with torch.inference_mode():
+        model = _model("tiny")
+        batch = model.prepare([np.zeros((40, 60, 3), np.uint8)], [224], 2000)
+        (feats,) = model.conv_features(batch)
+        assert torch.allclose(feats, model.backbone(batch.images[0]), rtol=1e-4, atol=1e-5)
