@@ -23,12 +23,7 @@ from reliability_kit import (assert_clean_success, assert_user_error, clone, jpe
                              png_header, run_in_process, run_subprocess, tiny_config, write_config)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,7 @@ from reliability_kit import (assert_user_error, kill_when, make_sample, run_in_p
                              tiny_config, write_config)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

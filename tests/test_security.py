@@ -15,12 +15,7 @@ import torch
 from reliability_kit import REPO_ROOT, assert_user_error, make_sample, run_in_process, tiny_config
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
