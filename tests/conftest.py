@@ -18,6 +18,12 @@ def shared_path(*parts: str) -> Path:
 
 
 @pytest.fixture
+def shared_data():
+    """:func:`shared_path` as a fixture: test modules cannot import this conftest reliably."""
+    return shared_path
+
+
+@pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT
 

@@ -3,21 +3,12 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
-
-def _shared(*parts: str) -> Path:
-    p = SHARED_DATA.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"real data not available: {p} (expected ../shared/data next to the repo)")
-    return p
+@pytest.fixture
+def bccd_root(shared_data) -> Path:
+    return shared_data("bccd", "VOC")
 
 
 @pytest.fixture
-def bccd_root() -> Path:
-    return _shared("bccd", "VOC")
-
-
-@pytest.fixture
-def coco_mini() -> Path:
-    return _shared("coco-mini")
+def coco_mini(shared_data) -> Path:
+    return shared_data("coco-mini")

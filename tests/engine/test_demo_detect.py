@@ -9,14 +9,6 @@ import cv2
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-
-
-def shared_path(*parts: str) -> Path:
-    p = SHARED_DATA.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"real data not available: {p}")
-    return p
 
 TINY = ["model.tiny_width=8", "model.fc_dims=[64, 64]", "model.spp_levels=[2, 1]",
         "input.train_scales=[160]", "input.test_scales=[160]", "input.max_size=320",
@@ -65,9 +57,9 @@ def _check_detections(path: Path, expect_images: int):
     return data
 
 
-def test_detect_on_voc07_demo_with_real_proposal_files(demo_run, tmp_path):
+def test_detect_on_voc07_demo_with_real_proposal_files(demo_run, tmp_path, shared_data):
     _, out, _ = demo_run
-    demo = shared_path("voc07-demo")
+    demo = shared_data("voc07-demo")
     # the two real fast-rcnn proposal files, one per image, matched by image id (file stem)
     props = tmp_path / "props"
     props.mkdir()
@@ -89,9 +81,9 @@ def test_detect_on_voc07_demo_with_real_proposal_files(demo_run, tmp_path):
     assert "000004.jpg: " in r.stdout and " 2888 proposals" in r.stdout
 
 
-def test_detect_on_coco_mini_folder_with_edgeboxes(demo_run, tmp_path):
+def test_detect_on_coco_mini_folder_with_edgeboxes(demo_run, tmp_path, shared_data):
     _, out, _ = demo_run
-    images = sorted(shared_path("coco-mini", "train2017").glob("*.jpg"))[:3]
+    images = sorted(shared_data("coco-mini", "train2017").glob("*.jpg"))[:3]
     folder = tmp_path / "in"
     folder.mkdir()
     for p in images:

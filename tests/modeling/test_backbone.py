@@ -17,15 +17,7 @@ from sppdet.errors import CheckpointError, ConfigError
 from sppdet.modeling.backbone import (WithinChannelLRN, build_backbone, feature_geometry, load_weights,
                                       normalize_image, resolve_weights)
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 MOBILENET_FILE = ("weights", "mobilenet_v2_imagenet.pth")
-
-
-def shared_path(*parts: str) -> Path:
-    p = SHARED_DATA.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"real data not available: {p} (expected ../shared/data next to the repo)")
-    return p
 
 
 def _bb(name="tiny", **kw) -> "torch.nn.Module":
@@ -193,8 +185,8 @@ def test_within_channel_lrn_formula():
 # ---------------------------------------------------------------------------------------
 # weights
 
-def test_real_mobilenet_weights_load(caplog):
-    path = shared_path(*MOBILENET_FILE)
+def test_real_mobilenet_weights_load(caplog, shared_data):
+    path = shared_data(*MOBILENET_FILE)
     with caplog.at_level(logging.WARNING, logger="sppdet.backbone"):
         bb = build_backbone(ModelConfig(backbone="mobilenet_v2", weights=str(path), frozen_bn=True,
                                         normalization="minus_one_one"))
@@ -208,10 +200,10 @@ def test_real_mobilenet_weights_load(caplog):
     assert not any(m.training for m in bb.modules() if isinstance(m, nn.BatchNorm2d))
 
 
-def test_real_mobilenet_classifies_plausibly():
+def test_real_mobilenet_classifies_plausibly(shared_data):
     """Sanity of the shared weights + minus_one_one: a VOC photo of a TV on a desk."""
-    path = shared_path(*MOBILENET_FILE)
-    image = shared_path("voc07-demo", "001551.jpg")
+    path = shared_data(*MOBILENET_FILE)
+    image = shared_data("voc07-demo", "001551.jpg")
     net = torchvision.models.mobilenet_v2()
     net.load_state_dict(torch.load(path, weights_only=True))
     from PIL import Image
