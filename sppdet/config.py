@@ -72,6 +72,8 @@ class ModelConfig:
     backbone: str = "tiny"
     #: Width multiplier of the "tiny" backbone's channels.
     tiny_width: int = 32
+    #: Total stride of the "tiny" backbone: 16 (SPP-net's) or 8 (finer cells for small objects).
+    tiny_stride: int = 16
     #: torchvision weights enum name (e.g. "IMAGENET1K_V1"), a local state_dict path, or "" (random).
     weights: str = ""
     #: Input normalisation: "imagenet" (torchvision mean/std), "minus_one_one" (x/127.5 - 1),
@@ -156,11 +158,15 @@ class TrainConfig:
     bg_iou_low: float = 0.1
     bg_iou_high: float = 0.5
     flip: bool = True
+    #: "sgd" (momentum; the papers' choice) or "adamw" (faster from scratch, e.g. the demo).
+    optimizer: str = "sgd"
     base_lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0005
     warmup_iters: int = 100
     warmup_factor: float = 0.001
+    #: "step" (x lr_gamma at each of lr_steps) or "cosine" (to 0 at max_iter; lr_steps unused).
+    lr_schedule: str = "step"
     lr_steps: List[int] = field(default_factory=lambda: [700])
     lr_gamma: float = 0.1
     checkpoint_period: int = 500

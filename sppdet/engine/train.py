@@ -34,7 +34,7 @@ import torch
 
 from ..config import Config, save_config
 from ..data.build import build_dataset
-from ..errors import SppdetError
+from ..errors import ConfigError, SppdetError
 from ..fileio import make_output_dir, save_json
 from ..modeling.detector import build_detector
 from ..modeling.loss import FastRCNNLoss
@@ -48,10 +48,19 @@ LAST = "last.pth"
 FINAL = "model_final.pth"
 
 
+_OPTIMIZERS = ("sgd", "adamw")
+_SCHEDULES = ("step", "cosine")
+
+
 def lr_factor(it: int, cfg: Config) -> float:
-    """Learning-rate multiplier at iteration ``it``: linear warm-up, then step decay."""
+    """Learning-rate multiplier at iteration ``it``: linear warm-up, then step or cosine decay."""
     tc = cfg.train
-    f = tc.lr_gamma ** sum(1 for s in tc.lr_steps if it >= s)
+    if tc.lr_schedule == "cosine":
+        f = 0.5 * (1.0 + math.cos(math.pi * min(it, tc.max_iter) / max(1, tc.max_iter)))
+    elif tc.lr_schedule == "step":
+        f = tc.lr_gamma ** sum(1 for s in tc.lr_steps if it >= s)
+    else:
+        raise ConfigError(f"train.lr_schedule: '{tc.lr_schedule}' is not one of {', '.join(_SCHEDULES)}")
     if it < tc.warmup_iters:
         alpha = it / max(1, tc.warmup_iters)
         f *= tc.warmup_factor * (1 - alpha) + alpha
@@ -59,7 +68,10 @@ def lr_factor(it: int, cfg: Config) -> float:
 
 
 def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    """SGD with momentum; no weight decay on biases and norm parameters."""
+    """SGD with momentum or AdamW (``train.optimizer``); no weight decay on biases and norm
+    parameters."""
+    if cfg.train.optimizer not in _OPTIMIZERS:
+        raise ConfigError(f"train.optimizer: '{cfg.train.optimizer}' is not one of {', '.join(_OPTIMIZERS)}")
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -67,6 +79,8 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
         (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.train.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.train.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.train.base_lr)
     return torch.optim.SGD(groups, lr=cfg.train.base_lr, momentum=cfg.train.momentum)
 
 

@@ -278,6 +278,9 @@ def _tiny(cfg: ModelConfig) -> Backbone:
     w = cfg.tiny_width
     if w < 1:
         raise ConfigError(f"model.tiny_width: must be >= 1, got {w}")
+    if cfg.tiny_stride not in (8, 16):
+        raise ConfigError(f"model.tiny_stride: must be 8 or 16, got {cfg.tiny_stride}")
+    s4 = 2 if cfg.tiny_stride == 16 else 1
 
     def block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
         return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False),
@@ -287,7 +290,7 @@ def _tiny(cfg: ModelConfig) -> Backbone:
         stage1=block(3, w, 2),                                               # /2
         stage2=block(w, w, 2),                                               # /4
         stage3=nn.Sequential(block(w, 2 * w, 2), block(2 * w, 2 * w)),       # /8
-        stage4=nn.Sequential(block(2 * w, 4 * w, 2), block(4 * w, 4 * w)),   # /16
+        stage4=nn.Sequential(block(2 * w, 4 * w, s4), block(4 * w, 4 * w)),  # /16 (/8)
         stage5=nn.Sequential(block(4 * w, 4 * w, dilation=2), block(4 * w, 4 * w, dilation=2)),
     )
     for m in layers.values():

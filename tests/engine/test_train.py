@@ -9,7 +9,8 @@ import torch
 
 from sppdet.config import load_config
 from sppdet.engine.checkpoint import load_checkpoint, load_model_from_checkpoint
-from sppdet.engine.train import lr_factor, train
+from sppdet.engine.train import build_optimizer, lr_factor, train
+from sppdet.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,32 @@ def test_lr_schedule_hand_values():
     assert lr_factor(10, cfg) == 1.0
     assert lr_factor(25, cfg) == pytest.approx(0.1)
     assert lr_factor(30, cfg) == pytest.approx(0.01)
+
+
+def test_cosine_schedule_hand_values():
+    cfg = load_config(None, ["train.lr_schedule=cosine", "train.max_iter=100", "train.warmup_iters=0"])
+    assert lr_factor(0, cfg) == pytest.approx(1.0)
+    assert lr_factor(50, cfg) == pytest.approx(0.5)
+    assert lr_factor(25, cfg) == pytest.approx((1 + 2 ** -0.5) / 2)  # cos(pi/4)
+    assert lr_factor(100, cfg) == pytest.approx(0.0, abs=1e-12)
+    warm = load_config(None, ["train.lr_schedule=cosine", "train.max_iter=100", "train.warmup_iters=10",
+                              "train.warmup_factor=0.1"])
+    assert lr_factor(0, warm) == pytest.approx(0.1)  # warm-up multiplies the cosine factor
+    with pytest.raises(ConfigError, match="train.lr_schedule"):
+        lr_factor(0, load_config(None, ["train.lr_schedule=linear"]))
+
+
+def test_optimizer_choice_and_no_decay_groups():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    sgd = build_optimizer(model, load_config(None, ["train.base_lr=0.1", "train.momentum=0.8"]))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.8
+    adamw = build_optimizer(model, load_config(None, ["train.optimizer=adamw", "train.weight_decay=0.05"]))
+    assert isinstance(adamw, torch.optim.AdamW)
+    decay, no_decay = adamw.param_groups
+    assert [p.shape for p in decay["params"]] == [(4, 3)] and decay["weight_decay"] == 0.05
+    assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0.0  # biases and BN affine
+    with pytest.raises(ConfigError, match="train.optimizer"):
+        build_optimizer(model, load_config(None, ["train.optimizer=adam"]))
 
 
 def test_resume_equals_uninterrupted_and_checkpoint_round_trip(sample_root, tmp_path):

@@ -31,6 +31,7 @@ def _bb(name="tiny", **kw) -> "torch.nn.Module":
 @pytest.mark.parametrize("name,kw,channels,hw", [
     ("tiny", {}, 128, (8, 10)),
     ("tiny", {"tiny_width": 8, "reduce_channels": 16}, 16, (8, 10)),
+    ("tiny", {"tiny_width": 8, "tiny_stride": 8}, 32, (16, 20)),
     ("zf5", {}, 256, (9, 11)),          # Caffe ceil-mode pooling: one extra border cell
     ("vgg16", {}, 512, (8, 10)),
     ("resnet18", {}, 256, (8, 10)),
@@ -44,7 +45,7 @@ def test_output_shape_and_stride(name, kw, channels, hw):
         y = bb(torch.rand(1, 3, 128, 160))
     assert y.shape == (1, channels, *hw)
     assert bb.out_channels == channels
-    assert bb.stride == (32 if kw.get("feature_stride") == 32 else 16)
+    assert bb.stride == (32 if kw.get("feature_stride") == 32 else kw.get("tiny_stride", 16))
 
 
 def test_geometry_hand_computed():
@@ -80,7 +81,7 @@ def _linearised(bb: nn.Module) -> nn.Module:
 
 
 @pytest.mark.parametrize("name,kw,width", [
-    ("tiny", {}, 288), ("zf5", {}, 224), ("vgg16", {}, 256), ("resnet18", {}, 288),
+    ("tiny", {}, 288), ("tiny", {"tiny_stride": 8}, 288), ("zf5", {}, 224), ("vgg16", {}, 256), ("resnet18", {}, 288),
     ("mobilenet_v2", {}, 320), ("mobilenet_v2", {"feature_stride": 32}, 640),
 ])
 def test_offset_matches_receptive_field_centre(name, kw, width):
