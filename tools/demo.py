@@ -14,7 +14,7 @@ def main(argv=None) -> int:
     p.add_argument("--config", default="configs/sample_tiny.yaml")
     p.add_argument("--data", default="data/sample", help="where the sample set is generated")
     p.add_argument("--num-train", type=int, default=160, help="sample-set training images")
-    p.add_argument("--num-test", type=int, default=40, help="sample-set test images")
+    p.add_argument("--num-test", type=int, default=160, help="sample-set test images")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. train.max_iter=200")
     args = p.parse_args(argv)
     setup_logging()

@@ -1,6 +1,6 @@
 """Generate the sample detection set (five shape classes on cluttered backgrounds).
 
-    python tools/make_sample_data.py [--out data/sample] [--num-train 160] [--num-test 40] [--seed 0] [--force]
+    python tools/make_sample_data.py [--out data/sample] [--num-train 160] [--num-test 160] [--seed 0] [--force]
 
 Writes OUT/voc (PASCAL VOC layout) and OUT/coco (COCO json over the same JPEGs); see
 data/README.md. A complete set with the same parameters is left as it is unless --force.
@@ -16,7 +16,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="data/sample", help="output folder (default: data/sample)")
     p.add_argument("--num-train", type=int, default=160, help="training images (default: 160)")
-    p.add_argument("--num-test", type=int, default=40, help="test images (default: 40)")
+    p.add_argument("--num-test", type=int, default=160, help="test images (default: 160)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--force", action="store_true", help="regenerate even if a complete set exists")
     p.add_argument("-v", "--verbose", action="store_true")

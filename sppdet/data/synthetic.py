@@ -1,6 +1,6 @@
 """A small generated detection set, written in both real layouts (VOC XML and COCO json).
 
-``generate_sample_dataset("data/sample")`` draws 160 + 40 images (320x240 by default) of five
+``generate_sample_dataset("data/sample")`` draws 160 + 160 images (320x240 by default) of five
 filled shapes, :data:`SAMPLE_CLASSES`, on cluttered backgrounds: crops of the photos that
 scikit-image ships on disk (no download; procedural textures only when scikit-image is not
 installed), colour gradients, smooth noise, stripes, plus clutter lines and scribbled text.
@@ -411,7 +411,7 @@ def _existing_manifest(out: Path) -> Optional[Dict]:
         return None
 
 
-def generate_sample_dataset(out_dir: PathLike = "data/sample", num_train: int = 160, num_test: int = 40,
+def generate_sample_dataset(out_dir: PathLike = "data/sample", num_train: int = 160, num_test: int = 160,
                             seed: int = 0, image_size: Tuple[int, int] = (320, 240),
                             force: bool = False) -> Dict:
     """Generate the sample set under ``out_dir`` (skipped when already there with these parameters).

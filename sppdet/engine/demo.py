@@ -13,7 +13,7 @@ log = logging.getLogger("sppdet.demo")
 
 def run_demo(config: str = "configs/sample_tiny.yaml", data_dir: str = "data/sample",
              overrides: Sequence[str] = (), num_detect_images: int = 6, num_train: int = 160,
-             num_test: int = 40) -> Dict:
+             num_test: int = 160) -> Dict:
     """Run the whole pipeline on the generated sample set; returns a summary dict."""
     from ..data.build import build_dataset
     from ..data.synthetic import generate_sample_dataset

@@ -11,7 +11,7 @@ the tests (gradient support of one output cell).
 ==============  ======  ======  ============  =========================================
 backbone        stride  offset  out_channels  layers kept (freeze stages, 1-based)
 ==============  ======  ======  ============  =========================================
-tiny            16      0.5     4*tiny_width  stage1..stage5 (5 stages, 3x3 conv+BN+ReLU)
+tiny            16 / 8  0.5     4*tiny_width  stage1..stage5 (5 stages, 3x3 conv+BN+ReLU)
 zf5             16      0.5     256           conv1..conv5 (stage k = conv k, LRN, pool)
 vgg16           16      8.0     512           conv1_x..conv5_x blocks, last max-pool cut
 resnet18/50     16      0.5     256/1024      stem (conv1, bn1), layer1, layer2, layer3
@@ -274,7 +274,11 @@ def _init_convs(module: nn.Module) -> None:
 
 
 def _tiny(cfg: ModelConfig) -> Backbone:
-    """From scratch: 8 3x3 conv+BN+ReLU, stride 16, last two dilated (receptive field 207 px)."""
+    """From scratch: 8 3x3 conv+BN+ReLU, stride 16, last two dilated (receptive field 207 px).
+
+    ``tiny_stride: 8`` drops stage4's subsampling: 4x the cells (and ~3x the compute) for
+    objects only a few cells wide at stride 16, where SPP's bins cannot tell a tight window
+    from a shifted one (receptive field 127 px)."""
     w = cfg.tiny_width
     if w < 1:
         raise ConfigError(f"model.tiny_width: must be >= 1, got {w}")

@@ -172,6 +172,8 @@ def test_config_errors():
         _bb("alexnet")
     with pytest.raises(ConfigError, match="model.feature_stride"):
         _bb("resnet18", feature_stride=32)
+    with pytest.raises(ConfigError, match="model.tiny_stride"):
+        _bb("tiny", tiny_stride=4)
 
 
 def test_within_channel_lrn_formula():
