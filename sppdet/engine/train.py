@@ -32,7 +32,7 @@ from typing import Dict, Optional
 
 import torch
 
-from ..config import Config, save_config
+from ..config import Config, config_to_dict, save_config
 from ..data.build import build_dataset
 from ..errors import ConfigError, SppdetError
 from ..fileio import make_output_dir, save_json
@@ -139,6 +139,7 @@ def train(cfg: Config, output_dir: Optional[str] = None, resume: bool = False) -
         if list(state["class_names"]) != list(class_names):
             raise SppdetError(f"{ckpt_path}: checkpoint classes {state['class_names']} differ from the "
                               f"dataset's {class_names}")
+        _check_same_model(state, cfg, ckpt_path)
         restore_model(model, state, ckpt_path)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -231,6 +232,21 @@ def _save(path: Path, model, cfg, class_names, it, optimizer, scheduler, samples
         save_checkpoint(path, model=model, cfg=cfg, class_names=class_names, iteration=it,
                         optimizer=optimizer, scheduler=scheduler, extras={"train_stream": stream})
     du.barrier()
+
+
+def _check_same_model(state: Dict, cfg: Config, path: Path) -> None:
+    """Refuse to resume a checkpoint of another model: some options (``model.tiny_stride``,
+    ``model.spp_mode``...) change what the weights mean without changing their shapes.
+    ``model.weights`` may differ: the checkpoint's weights replace them anyway."""
+    saved = (state.get("config") or {}).get("model")
+    if not isinstance(saved, dict):
+        return
+    now = config_to_dict(cfg)["model"]
+    diff = sorted(k for k in now if k in saved and saved[k] != now[k] and k != "weights")
+    if diff:
+        k = diff[0]
+        raise SppdetError(f"{path}: --resume: the checkpoint was trained with model.{k}={saved[k]!r}, the "
+                          f"config says {now[k]!r}; use another --output (or delete the old run)")
 
 
 def _resume_position(state: Dict, iteration: int, ims_per_batch: int, world: int) -> int:

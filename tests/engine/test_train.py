@@ -10,7 +10,7 @@ import torch
 from sppdet.config import load_config
 from sppdet.engine.checkpoint import load_checkpoint, load_model_from_checkpoint
 from sppdet.engine.train import build_optimizer, lr_factor, train
-from sppdet.errors import ConfigError
+from sppdet.errors import ConfigError, SppdetError
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +90,16 @@ def test_resume_equals_uninterrupted_and_checkpoint_round_trip(sample_root, tmp_
     model, cfg, classes, state = load_model_from_checkpoint(tmp_path / "full" / "model_final.pth")
     assert state["iteration"] == 12 and cfg.train.max_iter == 12 and len(classes) == model.num_classes
     assert (tmp_path / "full" / "config.yaml").is_file()
+
+
+def test_resume_refuses_another_model(sample_root, tmp_path):
+    train(tiny_cfg(sample_root, tmp_path, **{"train.max_iter": 2}), str(tmp_path))
+    with pytest.raises(SppdetError, match=r"model.tiny_stride=16.*says 8"):
+        train(tiny_cfg(sample_root, tmp_path, **{"train.max_iter": 4, "model.tiny_stride": 8}), str(tmp_path),
+              resume=True)
+    # other training options may change on resume (e.g. a longer schedule)
+    s = train(tiny_cfg(sample_root, tmp_path, **{"train.max_iter": 3}), str(tmp_path), resume=True)
+    assert s["start_iter"] == 2 and s["iterations"] == 3
 
 
 def test_loss_falls(sample_root, tmp_path):
