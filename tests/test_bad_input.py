@@ -387,7 +387,8 @@ def test_resume_from_a_checkpoint_of_another_config(env, tmp_path, capsys):
     shutil.copy(env["base"] / "model" / "last.pth", out / "last.pth")
     cfg = _config(env, tmp_path)
     code, _, err = run_in_process("train", ["--config", cfg, "--resume", "model.fc_dims=[16, 16]"], capsys)
-    assert_user_error(code, err, "last.pth", "weights do not match the model built from the config")
+    assert_user_error(code, err, "last.pth", "--resume: the checkpoint was trained with model.fc_dims=[32, 32]",
+                      "the config says [16, 16]")
     code, _, err = run_in_process("train", ["--config", cfg, "--resume",
                                             "data.classes=[cross, star, triangle, square, circle]"], capsys)
     assert_user_error(code, err, "last.pth", "checkpoint classes", "differ from the dataset's")
