@@ -167,7 +167,8 @@ def test_size_trusts_the_image(tmp_path):
     root = _voc_root(tmp_path, {"wrong": _xml(_obj("cat", (1, 1, 90, 90)), size=(100, 100)),
                                 "nosize": _xml(_obj("cat", (1, 1, 5, 5)), size=None),
                                 "zero": _xml(_obj("cat", (1, 1, 5, 5)), size=(0, 0))})
-    ds = load_voc(root, None, ["cat"])
+    with pytest.warns(UserWarning, match=r"wrong\.xml: <size> says 100x100 but wrong\.jpg is 64x48"):
+        ds = load_voc(root, None, ["cat"])
     for r in ds:
         assert (r.width, r.height) == (64, 48)
     np.testing.assert_array_equal(ds.get("wrong").boxes, [[0, 0, 64, 48]])  # clipped to the real image
