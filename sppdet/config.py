@@ -158,7 +158,7 @@ class TrainConfig:
     bg_iou_low: float = 0.1
     bg_iou_high: float = 0.5
     flip: bool = True
-    #: "sgd" (momentum; the papers' choice) or "adamw" (faster from scratch, e.g. the demo).
+    #: "sgd" (momentum; the papers' choice) or "adamw" (decoupled weight decay; use a base_lr ~1e-3).
     optimizer: str = "sgd"
     base_lr: float = 0.01
     momentum: float = 0.9
