@@ -6,8 +6,8 @@ group (NCCL with CUDA, gloo on CPU); without it every helper degrades to the sin
 Failure handling: a rank that hits an error exits non-zero and ``torchrun`` then stops the other
 ranks. Collectives also time out after ``SPPDET_DIST_TIMEOUT_S`` seconds (default 1800), so a
 job started by another launcher that does not watch its workers fails instead of hanging.
-:func:`shutdown_distributed` (called by :func:`sppdet.cli.run_tool` when a tool returns) destroys
-the process group.
+:func:`shutdown_distributed` (called by :func:`sppdet.cli.run_tool` when a tool returns) waits
+for every rank and then destroys the process group.
 """
 from __future__ import annotations
 
@@ -64,8 +64,13 @@ def dist_timeout_s() -> float:
 
 
 def shutdown_distributed() -> None:
-    """Destroy the default process group if one was started (no-op otherwise)."""
+    """Wait for every rank, then destroy the default process group (no-op single-process).
+
+    The barrier matters when ranks finish at different times (``tools/eval.py``: rank 0 computes
+    the metrics alone): a gloo rank that tears down while its peers still hold open connections
+    can abort with "terminate called without an active exception" (seen once in CI)."""
     if is_dist():
+        dist.barrier()
         dist.destroy_process_group()
 
 
