@@ -158,6 +158,10 @@ class TrainConfig:
     bg_iou_low: float = 0.1
     bg_iou_high: float = 0.5
     flip: bool = True
+    #: Hue augmentation: with probability ``hue_jitter_prob`` a training image's hue is turned by
+    #: a uniform random angle in [-hue_jitter, hue_jitter] degrees (0 = off; 180 = any hue).
+    hue_jitter: float = 0.0
+    hue_jitter_prob: float = 0.5
     #: "sgd" (momentum; the papers' choice) or "adamw" (decoupled weight decay; use a base_lr ~1e-3).
     optimizer: str = "sgd"
     base_lr: float = 0.01
@@ -187,6 +191,9 @@ class TestConfig:
     max_detections: int = 100
     #: Evaluation metric for validation: "voc07", "voc2010" or "coco".
     metric: str = "voc07"
+    #: Test-time augmentation: also score the mirrored image and average the class scores and
+    #: (un-mirrored) box deltas of each window; about 2x the detection time.
+    flip: bool = False
     #: Truncated SVD rank for fc6/fc7 at inference (0 = off), Fast R-CNN section 3.1.
     svd_rank_fc6: int = 0
     svd_rank_fc7: int = 0

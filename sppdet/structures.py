@@ -121,6 +121,15 @@ def box_area(boxes: ArrayLike) -> ArrayLike:
     return np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
 
 
+def hflip_boxes(boxes: ArrayLike, width: float) -> ArrayLike:
+    """Mirror ``(x1, y1, x2, y2)`` boxes left-right in an image ``width`` pixels wide."""
+    b = _float(boxes)
+    out = b.clone() if isinstance(b, torch.Tensor) else b.copy()
+    out[..., 0] = width - b[..., 2]
+    out[..., 2] = width - b[..., 0]
+    return out
+
+
 def clip_boxes(boxes: ArrayLike, width: float, height: float) -> ArrayLike:
     """Clip ``(x1, y1, x2, y2)`` boxes to the image ``[0, width] x [0, height]``."""
     b = _float(boxes)

@@ -15,11 +15,13 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..config import Config
+from ..errors import ConfigError
+from ..data.augment import rotate_hue
 from ..data.dataset import DetectionDataset
 from ..data.image_io import read_image
 from ..modeling.features import collate_images, prepare_image
 from ..modeling.sampler import sample_windows
-from ..structures import BoxCoder
+from ..structures import BoxCoder, hflip_boxes
 
 
 def _mix(*values: int) -> int:
@@ -69,6 +71,11 @@ class WindowDataset(Dataset):
         self.cfg = cfg
         self.normalization = normalization
         self.box_coder = BoxCoder(cfg.model.box_weights)
+        tc = cfg.train
+        if not 0.0 <= tc.hue_jitter <= 180.0:
+            raise ConfigError(f"train.hue_jitter: must be in [0, 180] degrees, got {tc.hue_jitter}")
+        if not 0.0 <= tc.hue_jitter_prob <= 1.0:
+            raise ConfigError(f"train.hue_jitter_prob: must be in [0, 1], got {tc.hue_jitter_prob}")
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -88,20 +95,16 @@ class WindowDataset(Dataset):
         labels = torch.as_tensor(rec.labels[keep])
         props = torch.as_tensor(np.asarray(self.proposals.boxes(rec.image_id), dtype=np.float32)).reshape(-1, 4)
         if flip:
-            gt = _flip(gt, w)
-            props = _flip(props, w)
+            gt = hflip_boxes(gt, w)
+            props = hflip_boxes(props, w)
         s = sample_windows(props, gt, labels, self.box_coder, tc.rois_per_image, tc.fg_fraction,
                            tc.fg_iou, tc.bg_iou_low, tc.bg_iou_high, generator=g)
+        if tc.hue_jitter > 0 and torch.rand(1, generator=g).item() < tc.hue_jitter_prob:
+            turn = (2.0 * torch.rand(1, generator=g).item() - 1.0) * tc.hue_jitter
+            image = rotate_hue(image, turn)
         tensors, factors = prepare_image(image, [scale], self.cfg.input.max_size, self.normalization, flip)
         return {"image": (tensors, factors), "size": (h, w), "boxes": s.boxes, "labels": s.labels,
                 "targets": s.targets, "image_id": rec.image_id}
-
-
-def _flip(boxes: torch.Tensor, width: int) -> torch.Tensor:
-    out = boxes.clone()
-    out[:, 0] = width - boxes[:, 2]
-    out[:, 2] = width - boxes[:, 0]
-    return out
 
 
 def make_collate(size_divisible: int):

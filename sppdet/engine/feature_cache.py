@@ -53,7 +53,7 @@ import torch
 from ..errors import SppdetError
 from ..fileio import atomic_write, save_json
 from . import distributed as du
-from ..structures import box_iou, clip_boxes, valid_boxes_mask
+from ..structures import box_iou, clip_boxes, hflip_boxes, valid_boxes_mask
 
 log = logging.getLogger("sppdet.paper")
 
@@ -169,13 +169,6 @@ def image_windows(rec, proposals: np.ndarray, max_per_image: int, exclude_diffic
     is_gt[: len(gt)] = True
     return {"boxes": boxes, "max_iou": max_iou, "gt_label": gt_label, "gt_index": gt_index,
             "is_gt": is_gt, "gt_boxes": gt, "gt_labels": gt_labels}
-
-
-def flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
-    out = boxes.copy()
-    out[:, 0] = width - boxes[:, 2]
-    out[:, 2] = width - boxes[:, 0]
-    return out
 
 
 def _shard_name(image_id: str, flip: bool) -> str:
@@ -481,8 +474,8 @@ def build_feature_cache(model, dataset, proposals, cfg, folder, device="cpu", re
         win = image_windows(ds_rec, proposals.boxes(ds_rec.image_id), cfg.proposals.max_per_image,
                             cfg.data.exclude_difficult, w, h)
         if job.flip:
-            win["boxes"] = flip_boxes(win["boxes"], w)
-            win["gt_boxes"] = flip_boxes(win["gt_boxes"], w)
+            win["boxes"] = hflip_boxes(win["boxes"], w)
+            win["gt_boxes"] = hflip_boxes(win["gt_boxes"], w)
         feats = pool_windows(model, image, win["boxes"], cfg.input.train_scales, cfg.input.max_size,
                              job.flip, device)
         records.append(_write_shard(folder, job, feats, win))

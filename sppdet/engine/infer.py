@@ -18,7 +18,7 @@ from ..data.dataset import DetectionDataset
 from ..data.image_io import read_image
 from ..evaluation.detections import ImageDetections
 from ..modeling.postprocess import PostProcess
-from ..structures import BoxCoder, clip_boxes, valid_boxes_mask
+from ..structures import BoxCoder, clip_boxes, hflip_boxes, valid_boxes_mask
 from . import distributed as du
 
 log = logging.getLogger("sppdet.infer")
@@ -58,32 +58,48 @@ class Predictor:
             h, w = image.shape[:2]
             t = clip_boxes(torch.as_tensor(np.asarray(p, dtype=np.float32)).reshape(-1, 4), w, h)
             props.append(t[valid_boxes_mask(t, 0.0)])
-        batch = self.model.prepare(list(images), self.cfg.input.test_scales, self.cfg.input.max_size).to(self.device)
-        feats = self.model.conv_features(batch)
+        views = [False, True] if self.cfg.test.flip else [False]
+        scales, max_size = self.cfg.input.test_scales, self.cfg.input.max_size
+        passes = []
+        for flip in views:
+            batch = self.model.prepare(list(images), scales, max_size, [flip] * len(images)).to(self.device)
+            passes.append((flip, batch, self.model.conv_features(batch)))
         results = []
         for b, (image, p) in enumerate(zip(images, props)):
             if len(p) == 0:
                 results.append(ImageDetections.empty())
                 continue
-            scores, deltas = [], []
-            for i in range(0, len(p), CHUNK):
-                c = p[i : i + CHUNK].to(self.device)
-                rois = torch.cat([c.new_full((len(c), 1), float(b)), c], 1)
-                pooled = self.model.pool(feats, batch.factors, rois)
-                if self.scorer is not None:
-                    s, d = self.scorer(self.model, pooled, c)
-                else:
-                    out = self.model.head(pooled)
-                    s, d = torch.softmax(out["cls_logits"], 1), out["bbox_deltas"]
-                scores.append(s.float())
-                deltas.append(d.float() if d is not None else None)
-            s = torch.cat(scores)
-            d = torch.cat(deltas) if deltas[0] is not None else None
+            width = image.shape[1]
+            views_out = [self._score(feats, batch, b, hflip_boxes(p, width) if flip else p, flip)
+                         for flip, batch, feats in passes]
+            s = sum(v[0] for v in views_out) / len(views_out)
+            d = None if views_out[0][1] is None else sum(v[1] for v in views_out) / len(views_out)
             dets = self.postprocess(s, d, p.to(self.device), image.shape[:2])
             results.append(ImageDetections(dets["boxes"].cpu().numpy().astype(np.float32),
                                            dets["scores"].cpu().numpy().astype(np.float32),
                                            dets["labels"].cpu().numpy().astype(np.int64)))
         return results
+
+    def _score(self, feats, batch, b: int, boxes: torch.Tensor, flipped: bool):
+        """Class scores ``(P, K+1)`` and box deltas ``(P, 4K)`` (or None) of image ``b``'s windows,
+        in chunks; deltas of a mirrored view are mirrored back (``dx -> -dx``)."""
+        scores, deltas = [], []
+        for i in range(0, len(boxes), CHUNK):
+            c = boxes[i : i + CHUNK].to(self.device)
+            rois = torch.cat([c.new_full((len(c), 1), float(b)), c], 1)
+            pooled = self.model.pool(feats, batch.factors, rois)
+            if self.scorer is not None:
+                s, d = self.scorer(self.model, pooled, c)
+            else:
+                out = self.model.head(pooled)
+                s, d = torch.softmax(out["cls_logits"], 1), out["bbox_deltas"]
+            scores.append(s.float())
+            deltas.append(d.float() if d is not None else None)
+        d = torch.cat(deltas) if deltas[0] is not None else None
+        if d is not None and flipped:
+            d = d.clone()
+            d[:, 0::4] = -d[:, 0::4]
+        return torch.cat(scores), d
 
 
 def load_predictor(weights: str, overrides: Sequence[str] = (), device: str = "auto") -> Predictor:

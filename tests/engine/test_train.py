@@ -117,3 +117,41 @@ def test_train_tool_bad_config_key(tmp_path, repo_root):
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2
     assert "unknown key 'train.max_iters'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_hue_jitter_turns_the_training_image_only(sample_root, tmp_path):
+    """``train.hue_jitter`` changes the pixels of a sample (by rotate_hue), never its windows."""
+    from sppdet.data.augment import rotate_hue
+    from sppdet.data.build import build_dataset
+    from sppdet.data.image_io import read_image
+    from sppdet.engine.data import WindowDataset
+    from sppdet.modeling.features import prepare_image
+    from sppdet.proposals.build import get_proposals
+
+    plain_cfg = tiny_cfg(sample_root, tmp_path, **{"train.flip": "false"})
+    hue_cfg = tiny_cfg(sample_root, tmp_path, **{"train.flip": "false", "train.hue_jitter": 180,
+                                                 "train.hue_jitter_prob": 1.0})
+    dataset = build_dataset(plain_cfg, "train")
+    store = get_proposals(plain_cfg, dataset, "train", str(tmp_path))
+    plain = WindowDataset(dataset, store, plain_cfg, "imagenet")[(0, 7)]
+    turned = WindowDataset(dataset, store, hue_cfg, "imagenet")[(0, 7)]
+    assert torch.equal(plain["boxes"], turned["boxes"]) and torch.equal(plain["labels"], turned["labels"])
+    assert not torch.equal(plain["image"][0][0], turned["image"][0][0])
+    # the turned image is the plain one with some hue turn applied: find it among the 2-degree steps
+    image = read_image(dataset[0].file_name)
+    scale = plain_cfg.input.train_scales[0]
+    matches = [d for d in range(2, 360, 2)
+               if torch.allclose(prepare_image(rotate_hue(image, d), [scale], 320, "imagenet")[0][0],
+                                 turned["image"][0][0])]
+    assert len(matches) == 1
+
+
+@pytest.mark.parametrize("key,value", [("train.hue_jitter", -1), ("train.hue_jitter", 200),
+                                       ("train.hue_jitter_prob", 1.5)])
+def test_hue_jitter_out_of_range_is_refused(sample_root, tmp_path, key, value):
+    from sppdet.data.build import build_dataset
+    from sppdet.engine.data import WindowDataset
+
+    cfg = tiny_cfg(sample_root, tmp_path, **{key: value})
+    with pytest.raises(ConfigError, match=key):
+        WindowDataset(build_dataset(cfg, "train"), None, cfg, "imagenet")
