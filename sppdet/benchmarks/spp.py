@@ -10,7 +10,8 @@ placed uniformly inside the image. Times (interleaved, medians over ``--repeat``
 
 ``ratio`` = median spp_pyramid / median roi_pool_6x6 (target <= 0.5; the median of the
 per-round ratios is given too). Forward+backward (``sum()`` of the
-output as loss) is timed as well. ``args.quick``: 200 windows on a 64-channel map (smoke run).
+output as loss) is timed as well: ``spp_pyramid`` (training runs torchvision ``roi_pool`` per level
+on the projected cells where its bins are the paper's) and ``spp_pyramid_rank_keys`` (the fallback). ``args.quick``: 200 windows on a 64-channel map (smoke run).
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def run_spp_benchmark(args: Any) -> Dict[str, Any]:
     import torchvision
     from torchvision.ops import roi_pool
 
+    from ..layers import spp as spp_mod
     from ..layers.spp import roi_spp
     from . import resolve_device, time_interleaved
 
@@ -72,8 +74,13 @@ def run_spp_benchmark(args: Any) -> Dict[str, Any]:
             fn(feats_grad).sum().backward()
         return run
 
+    def rank_keys(f):  # the differentiable path used where roi_pool would bin differently
+        cells = spp_mod.project_rois(rois, stride, 0.0, feat_h, feat_w)
+        return spp_mod._RoISPPMax.apply(f, rois[:, 0].long(), cells, LEVELS)
+
     bwd = time_interleaved({
         "spp_pyramid": backward(lambda f: roi_spp(f, rois, LEVELS, stride)),
+        "spp_pyramid_rank_keys": backward(rank_keys),
         "roi_pool_6x6": backward(lambda f: roi_pool(f, rois, (6, 6), 1.0 / stride)),
     }, max(1, repeat // 2), device)
 

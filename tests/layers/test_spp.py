@@ -209,7 +209,42 @@ def test_roi_spp_gradcheck(mode):
     assert torch.autograd.gradcheck(lambda f: roi_spp(f, rois, (3, 2, 1), 16, 0.0, mode), (features,))
 
 
-def test_roi_spp_max_gradient_matches_loop_reference():
+@pytest.fixture(params=["roi_pool", "rank_keys"])
+def max_grad_path(request, monkeypatch):
+    """Run a test on both differentiable max paths (torchvision roi_pool; rank keys)."""
+    if request.param == "rank_keys":
+        monkeypatch.setattr(spp_mod, "_roi_pool_bins_match", lambda *a: False)
+    return request.param
+
+
+def test_roi_pool_bins_match_hand_values():
+    # 57 cells in 7 bins: float32 57/7 * 7 = 57.000004, so roi_pool's last bin would end a cell late
+    wide = torch.tensor([[0, 0, 56, 5]])
+    assert not spp_mod._roi_pool_bins_match(wide, (7, 1), torch.float32)
+    assert spp_mod._roi_pool_bins_match(wide, (6, 3, 2, 1), torch.float32)
+    assert spp_mod._roi_pool_bins_match(torch.tensor([[0, 0, 55, 5]]), (7, 1), torch.float32)
+    assert not spp_mod._roi_pool_bins_match(wide, (6, 1), torch.float16)  # not checked: never used
+
+
+def test_roi_spp_level_roi_pool_would_bin_differently_uses_rank_keys():
+    """A window 57 cells wide at level 7: the differentiable path still matches the loop."""
+    values = torch.randperm(2 * 60 * 8, generator=torch.Generator().manual_seed(1)).float().view(1, 2, 8, 60)
+    rois = torch.tensor([[0, 0.0, 0.0, 460.0, 64.0], [0, 0.0, 8.0, 100.0, 40.0]])
+    cells = spp_mod.project_rois(rois, 8, 0.0, 8, 60)
+    assert cells[0, 0] == 1 and cells[0, 2] == 57  # 57 cells
+    assert not spp_mod._roi_pool_bins_match(cells, (7, 1), torch.float32)
+    weights = torch.randn(2, 2 * 50)
+    f = values.clone().requires_grad_()
+    out = roi_spp(f, rois, (7, 1), 8)
+    (out * weights).sum().backward()
+    g = values.clone().requires_grad_()
+    ref = ref_roi_spp(g, rois, (7, 1), 8, 0.0, "max")
+    (ref * weights).sum().backward()
+    assert torch.equal(out.detach(), ref.detach())
+    torch.testing.assert_close(f.grad, g.grad)
+
+
+def test_roi_spp_max_gradient_matches_loop_reference(max_grad_path):
     torch.manual_seed(0)
     values = torch.randperm(2 * 4 * 13 * 17).float().view(2, 4, 13, 17)  # distinct: no ties
     rois = random_rois(40, 17 * 16, 13 * 16, num_images=2, seed=7)
@@ -221,7 +256,7 @@ def test_roi_spp_max_gradient_matches_loop_reference():
     torch.testing.assert_close(f.grad, g.grad)
 
 
-def test_roi_spp_max_gradient_ties_go_to_first_cell():
+def test_roi_spp_max_gradient_ties_go_to_first_cell(max_grad_path):
     features = torch.zeros(1, 1, 4, 4, requires_grad=True)
     # offset 8: the window (0, 0, 64, 64) covers cells 0..3 on both axes
     roi_spp(features, torch.tensor([[0, 0.0, 0.0, 64.0, 64.0]]), (2, 1), 16, 8.0).sum().backward()
