@@ -74,6 +74,9 @@ class ModelConfig:
     tiny_width: int = 32
     #: Total stride of the "tiny" backbone: 16 (SPP-net's) or 8 (finer cells for small objects).
     tiny_stride: int = 16
+    #: Extra 3x3 convs of the "tiny" backbone at stride 4 (after stage2): more layers where
+    #: edges and corners are still a few pixels apart, at a fraction of the cost of deeper stages.
+    tiny_stem_convs: int = 0
     #: torchvision weights enum name (e.g. "IMAGENET1K_V1"), a local state_dict path, or "" (random).
     weights: str = ""
     #: Input normalisation: "imagenet" (torchvision mean/std), "minus_one_one" (x/127.5 - 1),

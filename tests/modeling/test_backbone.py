@@ -32,6 +32,7 @@ def _bb(name="tiny", **kw) -> "torch.nn.Module":
     ("tiny", {}, 128, (8, 10)),
     ("tiny", {"tiny_width": 8, "reduce_channels": 16}, 16, (8, 10)),
     ("tiny", {"tiny_width": 8, "tiny_stride": 8}, 32, (16, 20)),
+    ("tiny", {"tiny_width": 8, "tiny_stride": 8, "tiny_stem_convs": 2}, 32, (16, 20)),
     ("zf5", {}, 256, (9, 11)),          # Caffe ceil-mode pooling: one extra border cell
     ("vgg16", {}, 512, (8, 10)),
     ("resnet18", {}, 256, (8, 10)),
@@ -81,7 +82,8 @@ def _linearised(bb: nn.Module) -> nn.Module:
 
 
 @pytest.mark.parametrize("name,kw,width", [
-    ("tiny", {}, 288), ("tiny", {"tiny_stride": 8}, 288), ("zf5", {}, 224), ("vgg16", {}, 256), ("resnet18", {}, 288),
+    ("tiny", {}, 288), ("tiny", {"tiny_stride": 8}, 288), ("tiny", {"tiny_stride": 8, "tiny_stem_convs": 2}, 320),
+    ("zf5", {}, 224), ("vgg16", {}, 256), ("resnet18", {}, 288),
     ("mobilenet_v2", {}, 320), ("mobilenet_v2", {"feature_stride": 32}, 640),
 ])
 def test_offset_matches_receptive_field_centre(name, kw, width):
@@ -174,6 +176,18 @@ def test_config_errors():
         _bb("resnet18", feature_stride=32)
     with pytest.raises(ConfigError, match="model.tiny_stride"):
         _bb("tiny", tiny_stride=4)
+    with pytest.raises(ConfigError, match="model.tiny_stem_convs"):
+        _bb("tiny", tiny_stem_convs=-1)
+
+
+def test_tiny_stem_convs_add_stride4_layers_and_keep_old_keys():
+    plain, deeper = _bb("tiny", tiny_width=8), _bb("tiny", tiny_width=8, tiny_stem_convs=2)
+    extra = set(deeper.state_dict()) - set(k.replace("stage2.", "stage2.0.", 1) for k in plain.state_dict())
+    assert sorted({k.split(".")[1] for k in extra}) == ["1", "2"]  # two more conv+BN blocks
+    assert all(k.startswith("stage2.") for k in extra)
+    convs = [m for m in deeper.stage2.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.stride) for c in convs] == [(8, 8, (2, 2)), (8, 8, (1, 1)), (8, 8, (1, 1))]
+    assert "stage2.0.weight" in plain.state_dict()  # without extra convs: the keys of earlier checkpoints
 
 
 def test_within_channel_lrn_formula():
