@@ -36,6 +36,7 @@ def run_demo(config: str = "configs/sample_tiny.yaml", data_dir: str = "data/sam
         get_proposals(cfg, build_dataset(cfg, split), split, str(out))
     timings["proposals"] = time.time() - t
 
+    _set_aside_other_model(cfg, out)
     t = time.time()
     log.info("[3/5] training %s for %d iterations", cfg.name, cfg.train.max_iter)
     summary = train(cfg, str(out), resume=True)
@@ -55,3 +56,20 @@ def run_demo(config: str = "configs/sample_tiny.yaml", data_dir: str = "data/sam
     timings["total"] = time.time() - t0
     return {"mAP": metrics["mAP"], "metrics": metrics, "timings": timings, "checkpoint": summary["checkpoint"],
             "detect_dir": str(out / "detect"), "report": str(out / "eval" / "report.html")}
+
+
+def _set_aside_other_model(cfg, out: Path) -> None:
+    """The demo resumes an interrupted run; a run of another model (an older demo config) is
+    renamed to ``<out>.old-<time>`` instead, so the demo starts over and nothing is lost."""
+    from .checkpoint import load_checkpoint
+    from .train import LAST, model_config_mismatch
+
+    last = out / LAST
+    if not last.is_file():
+        return
+    diff = model_config_mismatch(load_checkpoint(last), cfg)
+    if diff is None:
+        return
+    aside = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.rename(aside)
+    log.warning("%s was trained with %s: moved that run to %s and starting over", last, diff, aside)

@@ -234,19 +234,30 @@ def _save(path: Path, model, cfg, class_names, it, optimizer, scheduler, samples
     du.barrier()
 
 
+def model_config_mismatch(state: Dict, cfg: Config) -> Optional[str]:
+    """The first ``model.*`` option (other than ``model.weights``) where the checkpoint ``state``
+    and ``cfg`` differ, as ``"model.K=old (the config says new)"``; None when they agree.
+    Options the checkpoint predates count with their default value."""
+    saved = (state.get("config") or {}).get("model")
+    if not isinstance(saved, dict):
+        return None
+    now = config_to_dict(cfg)["model"]
+    defaults = config_to_dict(Config())["model"]
+    for k in sorted(now):
+        old = saved.get(k, defaults.get(k))
+        if k != "weights" and old != now[k]:
+            return f"model.{k}={old!r} (the config says {now[k]!r})"
+    return None
+
+
 def _check_same_model(state: Dict, cfg: Config, path: Path) -> None:
     """Refuse to resume a checkpoint of another model: some options (``model.tiny_stride``,
     ``model.spp_mode``...) change what the weights mean without changing their shapes.
     ``model.weights`` may differ: the checkpoint's weights replace them anyway."""
-    saved = (state.get("config") or {}).get("model")
-    if not isinstance(saved, dict):
-        return
-    now = config_to_dict(cfg)["model"]
-    diff = sorted(k for k in now if k in saved and saved[k] != now[k] and k != "weights")
+    diff = model_config_mismatch(state, cfg)
     if diff:
-        k = diff[0]
-        raise SppdetError(f"{path}: --resume: the checkpoint was trained with model.{k}={saved[k]!r}, the "
-                          f"config says {now[k]!r}; use another --output (or delete the old run)")
+        raise SppdetError(f"{path}: --resume: the checkpoint was trained with {diff}; "
+                          f"use another --output (or delete the old run)")
 
 
 def _resume_position(state: Dict, iteration: int, ims_per_batch: int, world: int) -> int:

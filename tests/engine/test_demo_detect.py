@@ -46,6 +46,23 @@ def test_demo_runs_every_step(demo_run):
     assert dets["format"] == "sppdet-detections" and len(dets["images"]) == 4
 
 
+def test_demo_sets_aside_a_run_of_another_model(demo_run, tmp_path):
+    """Re-running the demo after its config changed the model starts over; the old run is kept."""
+    import shutil
+
+    tmp, out, _ = demo_run
+    mine = tmp_path / "out"
+    shutil.copytree(out, mine)
+    args = [str(REPO_ROOT / "tools" / "demo.py"), "--config", str(REPO_ROOT / "configs" / "sample_tiny.yaml"),
+            "--data", str(tmp / "sample"), "--num-train", "8", "--num-test", "4", f"output_dir={mine}", *TINY]
+    r = _run([*args, "model.fc_dims=[32, 32]"], cwd=tmp)
+    assert r.returncode == 0, r.stderr[-2000:]
+    aside = list(tmp_path.glob("out.old-*"))
+    assert len(aside) == 1 and (aside[0] / "model_final.pth").is_file()
+    assert "model.fc_dims=[64, 64] (the config says [32, 32])" in r.stderr
+    assert "resumed from" not in r.stderr and (mine / "model_final.pth").is_file()
+
+
 def _check_detections(path: Path, expect_images: int):
     data = json.loads(path.read_text())
     assert len(data["images"]) == expect_images

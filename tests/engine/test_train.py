@@ -155,3 +155,16 @@ def test_hue_jitter_out_of_range_is_refused(sample_root, tmp_path, key, value):
     cfg = tiny_cfg(sample_root, tmp_path, **{key: value})
     with pytest.raises(ConfigError, match=key):
         WindowDataset(build_dataset(cfg, "train"), None, cfg, "imagenet")
+
+
+def test_model_config_mismatch_counts_options_a_checkpoint_predates_at_their_default():
+    from sppdet.config import config_to_dict
+    from sppdet.engine.train import model_config_mismatch
+
+    cfg = load_config(None, ["model.tiny_stem_convs=2"])
+    state = {"config": config_to_dict(load_config(None, []))}
+    del state["config"]["model"]["tiny_stem_convs"]  # saved before the option existed
+    assert model_config_mismatch(state, cfg) == "model.tiny_stem_convs=0 (the config says 2)"
+    assert model_config_mismatch(state, load_config(None, [])) is None
+    assert model_config_mismatch(state, load_config(None, ["model.weights=x.pth"])) is None
+    assert model_config_mismatch({}, cfg) is None  # no config stored: nothing to compare
