@@ -30,13 +30,13 @@ def run_demo(config: str = "configs/sample_tiny.yaml", data_dir: str = "data/sam
     cfg = load_config(config, [f"data.root={Path(data_dir) / 'voc'}", *overrides])
     out = Path(cfg.output_dir)
 
+    _set_aside_other_model(cfg, out)
     t = time.time()
     log.info("[2/5] proposals (%s)", cfg.proposals.method)
     for split in ("train", "test"):
         get_proposals(cfg, build_dataset(cfg, split), split, str(out))
     timings["proposals"] = time.time() - t
 
-    _set_aside_other_model(cfg, out)
     t = time.time()
     log.info("[3/5] training %s for %d iterations", cfg.name, cfg.train.max_iter)
     summary = train(cfg, str(out), resume=True)
