@@ -432,13 +432,11 @@ def _roi_pool_bins_match(cells: Tensor, levels: Tuple[int, ...], dtype: torch.dt
     for first, last in ((cells[:, 0], cells[:, 2]), (cells[:, 1], cells[:, 3])):
         a = torch.unique(last - first + 1)
         for n in set(levels):
-            i = torch.arange(n + 1, device=a.device)
+            i = torch.arange(n + 1, device=a.device).to(dtype)
             size = a.to(dtype).unsqueeze(1) / n  # roi_pool's bin size, in the feature dtype
-            starts = torch.floor(i[:-1].to(dtype) * size).long()
-            ends = torch.ceil(i[1:].to(dtype) * size).long()
-            a1 = a.unsqueeze(1)
-            if not (torch.equal(starts, torch.div(i[:-1] * a1, n, rounding_mode="floor"))
-                    and torch.equal(ends, torch.div(i[1:] * a1 + n - 1, n, rounding_mode="floor"))):
+            ours = _bin_edges(torch.zeros_like(a), a - 1, n)  # exact, on cells 0..a-1
+            if not (torch.equal(torch.floor(i[:-1] * size).long(), ours[0])
+                    and torch.equal(torch.ceil(i[1:] * size).long(), ours[1])):
                 return False
     return True
 
