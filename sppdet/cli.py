@@ -3,6 +3,7 @@
 Tools stay thin: they parse arguments and call the package. :func:`run_tool` turns user
 errors into one clear line on stderr and a non-zero exit, never a bare traceback.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,9 @@ def setup_logging(verbose: bool = False, rank: Optional[int] = None) -> None:
     if rank is None:
         rank = int(os.environ.get("RANK", "0") or 0)
     level = logging.DEBUG if verbose else (logging.INFO if rank == 0 else logging.WARNING)
-    logging.basicConfig(level=level, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S",
-                        stream=sys.stderr, force=True)
+    logging.basicConfig(
+        level=level, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S", stream=sys.stderr, force=True
+    )
     warnings.showwarning = _show_warning
 
 
@@ -103,9 +105,9 @@ def _internal_error() -> int:
         raise
     _close_progress_bars()
     import traceback
+
     traceback.print_exc()
-    print("error: internal error (the traceback above is a bug in sppdet; please report it)",
-          file=sys.stderr)
+    print("error: internal error (the traceback above is a bug in sppdet; please report it)", file=sys.stderr)
     return 1
 
 

@@ -6,6 +6,7 @@ keys, wrong types and bad overrides raise :class:`~sppdet.errors.ConfigError` na
 and the file. A YAML file may start from another with ``_base_: other.yaml`` (relative path).
 The config object is passed explicitly to every stage; nothing reads a global config.
 """
+
 from __future__ import annotations
 
 import copy
@@ -117,6 +118,7 @@ class InputConfig:
 @dataclass
 class PaperConfig:
     """Options of the paper's multi-stage recipe (train.recipe: paper)."""
+
     #: Feature cache folder (empty: <output>/feature_cache).
     cache_dir: str = ""
     #: Also cache horizontally flipped images.

@@ -4,6 +4,7 @@ Every checkpoint, cache, proposal store and output is written to a temporary fil
 same folder and renamed into place, so a crash never leaves a half-written file under the
 final name. Nothing is unpickled from disk without an explicit opt-in.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -71,8 +72,7 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS:  # the disk, not the caller's code
-            raise SppdetError(f"{path}: cannot write ({e.strerror}); nothing was written under this "
-                              f"name") from e
+            raise SppdetError(f"{path}: cannot write ({e.strerror}); nothing was written under this name") from e
         raise
 
 
@@ -136,8 +136,10 @@ def _load_failure(path: Path, e: Exception) -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
     unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if unsafe:
-        return (f"refusing to load: the file holds a Python object ({unsafe.group(1)}) besides tensors and "
-                "plain containers, and unpickling it could run code (only weights are loaded)")
+        return (
+            f"refusing to load: the file holds a Python object ({unsafe.group(1)}) besides tensors and "
+            "plain containers, and unpickling it could run code (only weights are loaded)"
+        )
     if not zipfile.is_zipfile(path):
         return "not a readable PyTorch checkpoint (truncated, corrupt or another kind of file)"
     first = text.strip().splitlines()[0] if text.strip() else type(e).__name__

@@ -27,6 +27,7 @@ VOC devkit's "+1" IoU on the original 1-based boxes.
 
 Functions accept numpy arrays or torch tensors of shape ``(N, 4)`` and return the same type.
 """
+
 from __future__ import annotations
 
 import math
@@ -183,8 +184,7 @@ class BoxCoder:
     ``decode`` clamps ``dw, dh`` at ``log(1000/16)`` so one wild output cannot overflow.
     """
 
-    def __init__(self, weights: Sequence[float] = DEFAULT_BOX_WEIGHTS,
-                 scale_clamp: float = BBOX_XFORM_CLIP) -> None:
+    def __init__(self, weights: Sequence[float] = DEFAULT_BOX_WEIGHTS, scale_clamp: float = BBOX_XFORM_CLIP) -> None:
         if len(weights) != 4:
             raise ValueError("BoxCoder weights must be 4 numbers (wx, wy, ww, wh)")
         self.weights = tuple(float(w) for w in weights)
@@ -201,8 +201,9 @@ class BoxCoder:
         gh = targets[:, 3] - targets[:, 1]
         gcx = targets[:, 0] + 0.5 * gw
         gcy = targets[:, 1] + 0.5 * gh
-        return torch.stack([wx * (gcx - pcx) / pw, wy * (gcy - pcy) / ph,
-                            ww * torch.log(gw / pw), wh * torch.log(gh / ph)], dim=1)
+        return torch.stack(
+            [wx * (gcx - pcx) / pw, wy * (gcy - pcy) / ph, ww * torch.log(gw / pw), wh * torch.log(gh / ph)], dim=1
+        )
 
     def decode(self, deltas: torch.Tensor, proposals: torch.Tensor) -> torch.Tensor:
         """Apply ``deltas (N, 4*k)`` to ``proposals (N, 4)`` (ours); returns ``(N, 4*k)`` boxes."""

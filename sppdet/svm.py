@@ -27,6 +27,7 @@ Box regressors (R-CNN appendix C)
 At test time :class:`PaperScorer` turns pooled windows into scores and box deltas with
 these models, for :class:`sppdet.engine.infer.Predictor`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -143,9 +144,17 @@ class ClassSVM:
             return
         x = np.concatenate([self.pos, self.neg])
         y = np.concatenate([np.ones(num_pos, np.int64), -np.ones(num_neg, np.int64)])
-        svm = LinearSVC(C=p.C, loss="hinge", penalty="l2", dual=True, class_weight={1: p.pos_weight, -1: 1.0},
-                        intercept_scaling=p.intercept_scaling, fit_intercept=True, random_state=p.seed,
-                        max_iter=p.max_iter)
+        svm = LinearSVC(
+            C=p.C,
+            loss="hinge",
+            penalty="l2",
+            dual=True,
+            class_weight={1: p.pos_weight, -1: 1.0},
+            intercept_scaling=p.intercept_scaling,
+            fit_intercept=True,
+            random_state=p.seed,
+            max_iter=p.max_iter,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             svm.fit(x, y)
@@ -157,7 +166,8 @@ class ClassSVM:
             "pos_loss": float(p.C * p.pos_weight * np.maximum(0, 1 - pos_scores).sum()),
             "neg_loss": float(p.C * np.maximum(0, 1 + neg_scores).sum()),
             "reg_loss": float(0.5 * (self.w.astype(np.float64) ** 2).sum()),
-            "num_pos": num_pos, "num_neg": num_neg,
+            "num_pos": num_pos,
+            "num_neg": num_neg,
         }
         keep = neg_scores >= p.evict_thresh
         self.stats["evicted"] = int((~keep).sum())
@@ -177,8 +187,13 @@ class MiningImage:
     keys: np.ndarray
 
 
-def train_svms(positives: Sequence[np.ndarray], images: Iterable[MiningImage], params: SVMParams,
-               epochs: int = 1, image_stream=None) -> List[ClassSVM]:
+def train_svms(
+    positives: Sequence[np.ndarray],
+    images: Iterable[MiningImage],
+    params: SVMParams,
+    epochs: int = 1,
+    image_stream=None,
+) -> List[ClassSVM]:
     """Per-class SVMs with hard negative mining (see module docstring).
 
     Args:
@@ -236,7 +251,9 @@ class RidgeAccumulator:
     def solve(self, lam: float) -> Tuple[torch.Tensor, torch.Tensor]:
         dim = self.sxx.shape[0]
         if self.n == 0:
-            return torch.zeros(dim, self.sxy.shape[1], dtype=torch.float64), torch.zeros(self.sxy.shape[1], dtype=torch.float64)
+            return torch.zeros(dim, self.sxy.shape[1], dtype=torch.float64), torch.zeros(
+                self.sxy.shape[1], dtype=torch.float64
+            )
         mx, my = self.sx / self.n, self.sy / self.n
         cxx = self.sxx - self.n * torch.outer(mx, mx)
         cxy = self.sxy - self.n * torch.outer(mx, my)
@@ -280,9 +297,16 @@ class PaperScorer:
       in :class:`sppdet.structures.BoxCoder` units (``cfg.model.box_weights``).
     """
 
-    def __init__(self, svm_weight: torch.Tensor, svm_bias: torch.Tensor, svm_feat_scale: float,
-                 bbox_weight: Optional[torch.Tensor] = None, bbox_bias: Optional[torch.Tensor] = None,
-                 bbox_feat_scale: float = 1.0, device="cpu") -> None:
+    def __init__(
+        self,
+        svm_weight: torch.Tensor,
+        svm_bias: torch.Tensor,
+        svm_feat_scale: float,
+        bbox_weight: Optional[torch.Tensor] = None,
+        bbox_bias: Optional[torch.Tensor] = None,
+        bbox_feat_scale: float = 1.0,
+        device="cpu",
+    ) -> None:
         dev = torch.device(device)
         self.svm_weight = svm_weight.float().to(dev)  # (K, F)
         self.svm_bias = svm_bias.float().to(dev)  # (K,)
@@ -300,9 +324,15 @@ class PaperScorer:
             if key not in state:
                 raise CheckpointError(f"checkpoint extras['paper'] is missing '{key}' (SVMs not trained?)")
         has_bbox = state.get("bbox_weight") is not None
-        return cls(state["svm_weight"], state["svm_bias"], float(state["svm_feat_scale"]),
-                   state["bbox_weight"] if has_bbox else None, state["bbox_bias"] if has_bbox else None,
-                   float(state.get("bbox_feat_scale", 1.0)), device)
+        return cls(
+            state["svm_weight"],
+            state["svm_bias"],
+            float(state["svm_feat_scale"]),
+            state["bbox_weight"] if has_bbox else None,
+            state["bbox_bias"] if has_bbox else None,
+            float(state.get("bbox_feat_scale", 1.0)),
+            device,
+        )
 
     def margins(self, model, pooled: torch.Tensor) -> torch.Tensor:
         """SVM margins ``(R, K)``."""
@@ -319,15 +349,21 @@ class PaperScorer:
         return scores, deltas
 
 
-def scorer_state(svm_weight, svm_bias, svm_feat_scale: float, bbox_weight=None, bbox_bias=None,
-                 bbox_feat_scale: float = 1.0) -> Dict:
+def scorer_state(
+    svm_weight, svm_bias, svm_feat_scale: float, bbox_weight=None, bbox_bias=None, bbox_feat_scale: float = 1.0
+) -> Dict:
     """The ``extras["paper"]`` dict of a final checkpoint: tensors and plain values only."""
-    state = {"version": 1, "score": "sigmoid(svm margin)",
-             "svm_weight": torch.as_tensor(np.asarray(svm_weight), dtype=torch.float32),
-             "svm_bias": torch.as_tensor(np.asarray(svm_bias), dtype=torch.float32),
-             "svm_feat_scale": float(svm_feat_scale)}
+    state = {
+        "version": 1,
+        "score": "sigmoid(svm margin)",
+        "svm_weight": torch.as_tensor(np.asarray(svm_weight), dtype=torch.float32),
+        "svm_bias": torch.as_tensor(np.asarray(svm_bias), dtype=torch.float32),
+        "svm_feat_scale": float(svm_feat_scale),
+    }
     if bbox_weight is not None:
-        state.update(bbox_weight=torch.as_tensor(np.asarray(bbox_weight), dtype=torch.float32),
-                     bbox_bias=torch.as_tensor(np.asarray(bbox_bias), dtype=torch.float32),
-                     bbox_feat_scale=float(bbox_feat_scale))
+        state.update(
+            bbox_weight=torch.as_tensor(np.asarray(bbox_weight), dtype=torch.float32),
+            bbox_bias=torch.as_tensor(np.asarray(bbox_bias), dtype=torch.float32),
+            bbox_feat_scale=float(bbox_feat_scale),
+        )
     return state

@@ -1,4 +1,5 @@
 """Drawing detections on images (opencv), legibly at any image size."""
+
 from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple
@@ -6,10 +7,28 @@ from typing import Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-_PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-            (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
-            (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
-            (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128)]
+_PALETTE = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (220, 190, 255),
+    (170, 110, 40),
+    (255, 250, 200),
+    (128, 0, 0),
+    (170, 255, 195),
+    (128, 128, 0),
+    (255, 215, 180),
+    (0, 0, 128),
+    (128, 128, 128),
+]
 
 
 def class_color(label: int) -> Tuple[int, int, int]:
@@ -17,9 +36,15 @@ def class_color(label: int) -> Tuple[int, int, int]:
     return _PALETTE[(int(label) - 1) % len(_PALETTE)]
 
 
-def draw_detections(image: np.ndarray, boxes: np.ndarray, labels: Sequence[int], scores: Sequence[float],
-                    class_names: Sequence[str], colors: Optional[Sequence[Tuple[int, int, int]]] = None,
-                    dashed: Optional[Sequence[bool]] = None) -> np.ndarray:
+def draw_detections(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    labels: Sequence[int],
+    scores: Sequence[float],
+    class_names: Sequence[str],
+    colors: Optional[Sequence[Tuple[int, int, int]]] = None,
+    dashed: Optional[Sequence[bool]] = None,
+) -> np.ndarray:
     """Copy of the RGB ``image`` with ``boxes (N, 4)`` (ours: x1, y1, x2, y2 pixels) drawn,
     each labelled "class score". Line width and font scale follow the image size."""
     out = np.ascontiguousarray(image.copy())
@@ -40,8 +65,16 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, labels: Sequence[int],
         ty = y1 - 2 if y1 - th - base - 2 >= 0 else min(h - 1, y1 + th + base + 2)
         cv2.rectangle(out, (x1, ty - th - base), (min(w - 1, x1 + tw + 2), ty + base - 1), col, -1)
         lum = 0.299 * col[0] + 0.587 * col[1] + 0.114 * col[2]
-        cv2.putText(out, text, (x1 + 1, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, font,
-                    (0, 0, 0) if lum > 140 else (255, 255, 255), max(1, thick // 2), cv2.LINE_AA)
+        cv2.putText(
+            out,
+            text,
+            (x1 + 1, ty - 1),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            font,
+            (0, 0, 0) if lum > 140 else (255, 255, 255),
+            max(1, thick // 2),
+            cv2.LINE_AA,
+        )
     return out
 
 

@@ -1,4 +1,5 @@
 """Shared test fixtures: paths to the real data in ../shared/data and small helpers."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,7 @@ Not a test module: it builds a tiny sample set, writes tiny configs and runs the
 user would, either in this process (``run_tool`` on the tool's ``main``, fast) or as a real
 subprocess (slow: each one imports torch).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -34,15 +35,35 @@ def tiny_config(voc_root: Path, out: Path, **extra) -> Dict:
     from sppdet.data.synthetic import SAMPLE_CLASSES
 
     cfg = {
-        "device": "cpu", "output_dir": str(out),
-        "data": {"format": "voc", "root": str(voc_root), "train_split": "train", "test_split": "test",
-                 "classes": list(SAMPLE_CLASSES)},
+        "device": "cpu",
+        "output_dir": str(out),
+        "data": {
+            "format": "voc",
+            "root": str(voc_root),
+            "train_split": "train",
+            "test_split": "test",
+            "classes": list(SAMPLE_CLASSES),
+        },
         "proposals": {"method": "edgeboxes", "max_per_image": 100, "workers": 0},
-        "model": {"backbone": "tiny", "tiny_width": 8, "fc_dims": [32, 32], "spp_levels": [2, 1],
-                  "dropout": 0.0, "frozen_bn": False},
+        "model": {
+            "backbone": "tiny",
+            "tiny_width": 8,
+            "fc_dims": [32, 32],
+            "spp_levels": [2, 1],
+            "dropout": 0.0,
+            "frozen_bn": False,
+        },
         "input": {"train_scales": [128], "test_scales": [128], "max_size": 256},
-        "train": {"max_iter": 4, "warmup_iters": 1, "lr_steps": [3], "checkpoint_period": 2, "log_period": 2,
-                  "workers": 0, "rois_per_image": 16, "flip": False},
+        "train": {
+            "max_iter": 4,
+            "warmup_iters": 1,
+            "lr_steps": [3],
+            "checkpoint_period": 2,
+            "log_period": 2,
+            "workers": 0,
+            "rois_per_image": 16,
+            "flip": False,
+        },
         "test": {"score_thresh": 0.0},
     }
     for key, value in extra.items():
@@ -86,21 +107,31 @@ def child_env() -> Dict[str, str]:
     return env
 
 
-def run_subprocess(name: str, argv: Sequence[str], cwd: Optional[Path] = None,
-                   timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(TOOLS / f"{name}.py"), *[str(a) for a in argv]],
-                          capture_output=True, text=True, env=child_env(), cwd=cwd, timeout=timeout)
+def run_subprocess(
+    name: str, argv: Sequence[str], cwd: Optional[Path] = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(TOOLS / f"{name}.py"), *[str(a) for a in argv]],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
-def kill_when(name: str, argv: Sequence[str], ready: Callable[[], bool], log: Path,
-              timeout: float = 240) -> int:
+def kill_when(name: str, argv: Sequence[str], ready: Callable[[], bool], log: Path, timeout: float = 240) -> int:
     """Start ``tools/<name>.py``, SIGKILL it as soon as ``ready()`` is true; returns its exit code.
 
     The exit code is ``-9`` when the kill happened and the tool's own code when it ended first.
     """
     with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, str(TOOLS / f"{name}.py"), *[str(a) for a in argv]],
-                                stdout=f, stderr=subprocess.STDOUT, env=child_env())
+        proc = subprocess.Popen(
+            [sys.executable, str(TOOLS / f"{name}.py"), *[str(a) for a in argv]],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=child_env(),
+        )
         t0 = time.time()
         try:
             while proc.poll() is None:

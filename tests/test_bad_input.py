@@ -7,6 +7,7 @@ The tools run in this process (``run_tool`` on their ``main``) for speed; a few 
 subprocesses at the end. The readers' own unit tests (tests/data, tests/proposals,
 tests/test_config.py) cover the finer cases.
 """
+
 import json
 import math
 import os
@@ -18,10 +19,18 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
-from reliability_kit import (assert_clean_success, assert_user_error, clone, jpeg_header, make_sample,
-                             png_header, run_in_process, run_subprocess, tiny_config, write_config)
-
+from reliability_kit import (
+    assert_clean_success,
+    assert_user_error,
+    clone,
+    jpeg_header,
+    make_sample,
+    png_header,
+    run_in_process,
+    run_subprocess,
+    tiny_config,
+    write_config,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,21 +38,27 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """The sample set (6 train, 3 test images), a shared proposal cache and a tiny trained model."""
-    from sppdet.engine.train import train
     from sppdet.config import config_from_dict
+    from sppdet.engine.train import train
 
     base = tmp_path_factory.mktemp("badinput")
     voc = make_sample(base / "sample")
     cache = base / "proposal_cache"  # every clone of the set has the same ids: proposals computed once
     cfg = tiny_config(voc, base / "model", **{"proposals.cache_dir": str(cache)})
     train(config_from_dict(cfg), str(base / "model"))
-    return {"base": base, "voc": voc, "cache": cache, "weights": base / "model" / "model_final.pth",
-            "coco_ann": base / "sample" / "coco" / "annotations" / "instances_train.json"}
+    return {
+        "base": base,
+        "voc": voc,
+        "cache": cache,
+        "weights": base / "model" / "model_final.pth",
+        "coco_ann": base / "sample" / "coco" / "annotations" / "instances_train.json",
+    }
 
 
 def _config(env, tmp_path, voc=None, name="cfg.yaml", **extra):
-    cfg = tiny_config(voc or env["voc"], tmp_path / "out",
-                      **{"proposals.cache_dir": str(env["cache"]), "train.max_iter": 2, **extra})
+    cfg = tiny_config(
+        voc or env["voc"], tmp_path / "out", **{"proposals.cache_dir": str(env["cache"]), "train.max_iter": 2, **extra}
+    )
     return write_config(tmp_path / name, cfg)
 
 
@@ -72,17 +87,21 @@ def _box(x1, y1, x2, y2):
 
 
 def _detect(env, capsys, inputs, out, *extra):
-    return run_in_process("detect", ["--weights", env["weights"], "--input", *inputs, "--output", out,
-                                     "--no-draw", *extra], capsys)
+    return run_in_process(
+        "detect", ["--weights", env["weights"], "--input", *inputs, "--output", out, "--no-draw", *extra], capsys
+    )
 
 
-@pytest.mark.parametrize("name, make, needle", [
-    ("truncated.jpg", lambda src: src.read_bytes()[: src.stat().st_size // 2], "truncated JPEG"),
-    ("garbage.jpg", lambda src: b"this is not an image" * 10, "cannot decode image"),
-    ("empty.jpg", lambda src: b"", "image file is empty"),
-    ("huge.png", lambda src: png_header(20000, 20000), "20000x20000 = 400 megapixels"),
-    ("huge.jpg", lambda src: jpeg_header(20000, 20000), "20000x20000 = 400 megapixels"),
-])
+@pytest.mark.parametrize(
+    "name, make, needle",
+    [
+        ("truncated.jpg", lambda src: src.read_bytes()[: src.stat().st_size // 2], "truncated JPEG"),
+        ("garbage.jpg", lambda src: b"this is not an image" * 10, "cannot decode image"),
+        ("empty.jpg", lambda src: b"", "image file is empty"),
+        ("huge.png", lambda src: png_header(20000, 20000), "20000x20000 = 400 megapixels"),
+        ("huge.jpg", lambda src: jpeg_header(20000, 20000), "20000x20000 = 400 megapixels"),
+    ],
+)
 def test_detect_skips_unreadable_image_naming_it(env, tmp_path, capsys, name, make, needle):
     bad = tmp_path / name
     bad.write_bytes(make(env["voc"] / "JPEGImages" / "000001.jpg"))
@@ -107,14 +126,17 @@ def test_detect_one_pixel_image_is_skipped_with_reason(env, tmp_path, capsys):
     assert_user_error(code, err, "dot.png", "1x1 pixels", exit_code=1)
 
 
-@pytest.mark.parametrize("name, pixels, size", [
-    ("smaller_than_stride.png", np.full((7, 9, 3), 128, np.uint8), (9, 7)),
-    ("flat.png", np.full((64, 64, 3), 90, np.uint8), (64, 64)),  # no edges: EdgeBoxes finds nothing
-    ("gray.png", np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1)), (64, 48)),
-    ("rgba.png", np.dstack([np.full((40, 50, 3), 200, np.uint8), np.full((40, 50), 7, np.uint8)]), (50, 40)),
-    ("sixteen_bit.png", (np.arange(30 * 20, dtype=np.uint16).reshape(20, 30) * 100), (30, 20)),
-    ("thin.png", np.random.default_rng(0).integers(0, 255, (2, 300, 3), dtype=np.uint8), (300, 2)),
-])
+@pytest.mark.parametrize(
+    "name, pixels, size",
+    [
+        ("smaller_than_stride.png", np.full((7, 9, 3), 128, np.uint8), (9, 7)),
+        ("flat.png", np.full((64, 64, 3), 90, np.uint8), (64, 64)),  # no edges: EdgeBoxes finds nothing
+        ("gray.png", np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1)), (64, 48)),
+        ("rgba.png", np.dstack([np.full((40, 50, 3), 200, np.uint8), np.full((40, 50), 7, np.uint8)]), (50, 40)),
+        ("sixteen_bit.png", (np.arange(30 * 20, dtype=np.uint16).reshape(20, 30) * 100), (30, 20)),
+        ("thin.png", np.random.default_rng(0).integers(0, 255, (2, 300, 3), dtype=np.uint8), (300, 2)),
+    ],
+)
 def test_detect_odd_but_valid_images_work(env, tmp_path, capsys, name, pixels, size):
     assert cv2.imwrite(str(tmp_path / name), pixels)
     code, _, err = _detect(env, capsys, [tmp_path / name], tmp_path / "out", "--score-thresh", "0")
@@ -129,8 +151,10 @@ def test_detect_odd_but_valid_images_work(env, tmp_path, capsys, name, pixels, s
 def test_detect_proposal_file_problems(env, tmp_path, capsys):
     props = tmp_path / "props"
     props.mkdir()
-    np.save(props / "000007.npy", np.array([[np.nan, 0, 5, 5], [np.inf, 1, 2, 3], [-40, -40, 500, 900],
-                                            [10, 10, 60, 50]], np.float32))
+    np.save(
+        props / "000007.npy",
+        np.array([[np.nan, 0, 5, 5], [np.inf, 1, 2, 3], [-40, -40, 500, 900], [10, 10, 60, 50]], np.float32),
+    )
     img7, img8 = env["voc"] / "JPEGImages" / "000007.jpg", env["voc"] / "JPEGImages" / "000008.jpg"
     code, _, err = _detect(env, capsys, [img7, img8], tmp_path / "out", "--proposals", props, "--score-thresh", "0")
     assert_user_error(code, err, "000008.jpg", "no proposals for image id '000008'", exit_code=1)
@@ -146,22 +170,46 @@ def test_detect_proposal_file_problems(env, tmp_path, capsys):
 # Annotations and splits (tools/train.py)
 
 
-@pytest.mark.parametrize("edit, needles", [
-    (lambda v: (v / "JPEGImages" / "000002.jpg").unlink(), ["no image for id '000002'"]),
-    (lambda v: _edit_xml(v, "000001", lambda t: t.replace("</object>", "", 1)),
-     ["000001.xml", "malformed XML at line"]),
-    (lambda v: _edit_xml(v, "000001", lambda t: re.sub(r"<name>\w+</name>", "<name>hexagon</name>", t, count=1)),
-     ["000001.xml", "unknown class 'hexagon'"]),
-    (lambda v: _edit_xml(v, "000001", _first_box(_box("abc", 1, 5, 5))), ["000001.xml", "<xmin> is 'abc'"]),
-    (lambda v: (v / "ImageSets" / "Main" / "train.txt").write_text("000001\n000099\n"),
-     ["train.txt", "id '000099' has no annotation file"]),
-    (lambda v: (v / "ImageSets" / "Main" / "train.txt").unlink(), ["train.txt", "split file not found"]),
-    (lambda v: (v / "JPEGImages" / "000003.jpg").write_bytes((v / "JPEGImages" / "000003.jpg").read_bytes()[:3000]),
-     ["000003.jpg", "truncated JPEG"]),
-    (lambda v: (v / "JPEGImages" / "000003.jpg").write_bytes(jpeg_header(20000, 20000)),
-     ["000003.jpg", "400 megapixels"]),
-], ids=["missing-image", "malformed-xml", "unknown-class", "non-numeric-coordinate", "split-id-without-files",
-        "missing-split-file", "truncated-jpeg", "huge-image"])
+@pytest.mark.parametrize(
+    "edit, needles",
+    [
+        (lambda v: (v / "JPEGImages" / "000002.jpg").unlink(), ["no image for id '000002'"]),
+        (
+            lambda v: _edit_xml(v, "000001", lambda t: t.replace("</object>", "", 1)),
+            ["000001.xml", "malformed XML at line"],
+        ),
+        (
+            lambda v: _edit_xml(v, "000001", lambda t: re.sub(r"<name>\w+</name>", "<name>hexagon</name>", t, count=1)),
+            ["000001.xml", "unknown class 'hexagon'"],
+        ),
+        (lambda v: _edit_xml(v, "000001", _first_box(_box("abc", 1, 5, 5))), ["000001.xml", "<xmin> is 'abc'"]),
+        (
+            lambda v: (v / "ImageSets" / "Main" / "train.txt").write_text("000001\n000099\n"),
+            ["train.txt", "id '000099' has no annotation file"],
+        ),
+        (lambda v: (v / "ImageSets" / "Main" / "train.txt").unlink(), ["train.txt", "split file not found"]),
+        (
+            lambda v: (v / "JPEGImages" / "000003.jpg").write_bytes(
+                (v / "JPEGImages" / "000003.jpg").read_bytes()[:3000]
+            ),
+            ["000003.jpg", "truncated JPEG"],
+        ),
+        (
+            lambda v: (v / "JPEGImages" / "000003.jpg").write_bytes(jpeg_header(20000, 20000)),
+            ["000003.jpg", "400 megapixels"],
+        ),
+    ],
+    ids=[
+        "missing-image",
+        "malformed-xml",
+        "unknown-class",
+        "non-numeric-coordinate",
+        "split-id-without-files",
+        "missing-split-file",
+        "truncated-jpeg",
+        "huge-image",
+    ],
+)
 def test_train_refuses_broken_dataset(env, tmp_path, capsys, edit, needles):
     voc = _broken_set(env, tmp_path, edit)
     (tmp_path / "cache").mkdir()  # images change here: do not reuse the shared proposal cache
@@ -171,13 +219,16 @@ def test_train_refuses_broken_dataset(env, tmp_path, capsys, edit, needles):
     assert not (tmp_path / "out" / "model_final.pth").exists()
 
 
-@pytest.mark.parametrize("box, warning", [
-    (_box(30, 40, 29, 60), "empty after clipping"),  # inverted
-    (_box(30, 40, 30, 40), None),  # 1x1 in VOC's inclusive pixels: valid, kept
-    (_box(30, 40, 29, 40), "empty after clipping"),  # zero width
-    (_box("nan", 40, 50, 60), "non-finite coordinate"),
-    (_box(500, 400, 600, 500), "empty after clipping to the 320x240 image"),  # outside the image
-])
+@pytest.mark.parametrize(
+    "box, warning",
+    [
+        (_box(30, 40, 29, 60), "empty after clipping"),  # inverted
+        (_box(30, 40, 30, 40), None),  # 1x1 in VOC's inclusive pixels: valid, kept
+        (_box(30, 40, 29, 40), "empty after clipping"),  # zero width
+        (_box("nan", 40, 50, 60), "non-finite coordinate"),
+        (_box(500, 400, 600, 500), "empty after clipping to the 320x240 image"),  # outside the image
+    ],
+)
 def test_train_drops_bad_boxes_with_a_warning(env, tmp_path, capsys, box, warning):
     voc = _broken_set(env, tmp_path, lambda v: _edit_xml(v, "000001", _first_box(box)))
     code, _, err = run_in_process("train", ["--config", _config(env, tmp_path, voc)], capsys)
@@ -189,17 +240,20 @@ def test_train_drops_bad_boxes_with_a_warning(env, tmp_path, capsys, box, warnin
 
 
 def test_train_wrong_size_warns_and_uses_the_image(env, tmp_path, capsys):
-    voc = _broken_set(env, tmp_path, lambda v: _edit_xml(v, "000001", lambda t: t.replace(
-        "<width>320</width>", "<width>640</width>")))
+    voc = _broken_set(
+        env, tmp_path, lambda v: _edit_xml(v, "000001", lambda t: t.replace("<width>320</width>", "<width>640</width>"))
+    )
     code, _, err = run_in_process("train", ["--config", _config(env, tmp_path, voc)], capsys)
     assert_clean_success(code, err)
-    assert any(l.startswith("warning: ") and "<size> says 640x240 but 000001.jpg is 320x240" in l
-               for l in err.splitlines()), err
+    assert any(
+        l.startswith("warning: ") and "<size> says 640x240 but 000001.jpg is 320x240" in l for l in err.splitlines()
+    ), err
 
 
 def test_train_image_without_objects(env, tmp_path, capsys):
-    voc = _broken_set(env, tmp_path, lambda v: _edit_xml(v, "000001", lambda t: re.sub(
-        r"<object>.*</object>", "", t, flags=re.S)))
+    voc = _broken_set(
+        env, tmp_path, lambda v: _edit_xml(v, "000001", lambda t: re.sub(r"<object>.*</object>", "", t, flags=re.S))
+    )
     code, _, err = run_in_process("train", ["--config", _config(env, tmp_path, voc)], capsys)
     assert_clean_success(code, err)
 
@@ -208,6 +262,7 @@ def test_train_all_images_without_objects_still_trains(env, tmp_path, capsys):
     def strip(v):
         for xml in (v / "Annotations").glob("*.xml"):
             xml.write_text(re.sub(r"<object>.*</object>", "", xml.read_text(), flags=re.S))
+
     voc = _broken_set(env, tmp_path, strip)
     code, _, err = run_in_process("train", ["--config", _config(env, tmp_path, voc)], capsys)
     assert_clean_success(code, err)
@@ -227,19 +282,33 @@ def _coco_case(env, tmp_path, mutate):
     return ["--dataset", "coco", "--ann", path, "--images", env["voc"] / "JPEGImages", "--detections", dets]
 
 
-@pytest.mark.parametrize("mutate, needles", [
-    (lambda d: d.pop("images"), ["'images' is missing"]),
-    (lambda d: d.pop("categories"), ["'categories' is missing"]),
-    (lambda d: d["annotations"][0].pop("bbox"), ["annotations[0] has no 'bbox'"]),
-    (lambda d: d["images"][0].pop("file_name"), ["images[0] has no 'file_name'"]),
-    (lambda d: d["images"].append(dict(d["images"][0])), ["duplicate id 1"]),
-    (lambda d: d["annotations"].append(dict(d["annotations"][0])), ["annotations[", "duplicate id"]),
-    (lambda d: d["annotations"][0].update(image_id=999), ["image_id 999 is not in 'images'"]),
-    (lambda d: d["annotations"][0].update(category_id=77), ["category_id 77 is not in 'categories'"]),
-    (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), ["'bbox' must be 4 numbers"]),
-    (lambda d: d["images"][0].update(file_name="gone.jpg"), ["gone.jpg not found"]),
-], ids=["no-images", "no-categories", "no-bbox", "no-file-name", "dup-image-id", "dup-ann-id",
-        "unknown-image", "unknown-category", "short-bbox", "missing-file"])
+@pytest.mark.parametrize(
+    "mutate, needles",
+    [
+        (lambda d: d.pop("images"), ["'images' is missing"]),
+        (lambda d: d.pop("categories"), ["'categories' is missing"]),
+        (lambda d: d["annotations"][0].pop("bbox"), ["annotations[0] has no 'bbox'"]),
+        (lambda d: d["images"][0].pop("file_name"), ["images[0] has no 'file_name'"]),
+        (lambda d: d["images"].append(dict(d["images"][0])), ["duplicate id 1"]),
+        (lambda d: d["annotations"].append(dict(d["annotations"][0])), ["annotations[", "duplicate id"]),
+        (lambda d: d["annotations"][0].update(image_id=999), ["image_id 999 is not in 'images'"]),
+        (lambda d: d["annotations"][0].update(category_id=77), ["category_id 77 is not in 'categories'"]),
+        (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), ["'bbox' must be 4 numbers"]),
+        (lambda d: d["images"][0].update(file_name="gone.jpg"), ["gone.jpg not found"]),
+    ],
+    ids=[
+        "no-images",
+        "no-categories",
+        "no-bbox",
+        "no-file-name",
+        "dup-image-id",
+        "dup-ann-id",
+        "unknown-image",
+        "unknown-category",
+        "short-bbox",
+        "missing-file",
+    ],
+)
 def test_eval_refuses_broken_coco_json(env, tmp_path, capsys, mutate, needles):
     code, _, err = run_in_process("eval", _coco_case(env, tmp_path, mutate), capsys)
     assert_user_error(code, err, "instances.json", *needles)
@@ -279,8 +348,11 @@ GOOD = [[10, 10, 100, 100], [20, 30, 200, 150], [0, 0, 320, 240]]
 def _convert(env, tmp_path, capsys, arrays, *extra):
     folder = _proposal_folder(tmp_path, arrays)
     cfg = _config(env, tmp_path)
-    return run_in_process("proposals", ["convert", folder, "--out", tmp_path / "p.npz", "--dataset-config", cfg,
-                                        "--split", "train", *extra], capsys)
+    return run_in_process(
+        "proposals",
+        ["convert", folder, "--out", tmp_path / "p.npz", "--dataset-config", cfg, "--split", "train", *extra],
+        capsys,
+    )
 
 
 def test_proposals_missing_image_ids(env, tmp_path, capsys):
@@ -315,8 +387,9 @@ def test_proposals_empty_arrays(env, tmp_path, capsys):
     assert "1 of 6 images have no proposals" in err
 
 
-@pytest.mark.parametrize("array, shape", [(np.zeros((3, 3)), "(3, 3)"), (np.zeros(8), "(8,)"),
-                                          (np.zeros((2, 4, 1)), "(2, 4, 1)")])
+@pytest.mark.parametrize(
+    "array, shape", [(np.zeros((3, 3)), "(3, 3)"), (np.zeros(8), "(8,)"), (np.zeros((2, 4, 1)), "(2, 4, 1)")]
+)
 def test_proposals_wrong_shapes(env, tmp_path, capsys, array, shape):
     arrays = {i: (array if i == "000002" else GOOD) for i in TRAIN_IDS}
     code, _, err = _convert(env, tmp_path, capsys, arrays)
@@ -338,13 +411,16 @@ def test_train_on_a_dirty_proposal_file(env, tmp_path, capsys):
 # Configs and checkpoints
 
 
-@pytest.mark.parametrize("change, needles", [
-    ({"train": {"base_lrr": 0.1}}, ["unknown key 'train.base_lrr'", "did you mean 'train.base_lr'"]),
-    ({"train": {"max_iter": "ten"}}, ["'train.max_iter' must be an integer, got 'ten'"]),
-    ({"model": {"fc_dims": 64}}, ["'model.fc_dims' must be a list"]),
-    ({"data": {"exclude_difficult": "yes"}}, ["'data.exclude_difficult' must be true or false"]),
-    ({"proposals": 3}, ["'proposals' must be a mapping"]),
-])
+@pytest.mark.parametrize(
+    "change, needles",
+    [
+        ({"train": {"base_lrr": 0.1}}, ["unknown key 'train.base_lrr'", "did you mean 'train.base_lr'"]),
+        ({"train": {"max_iter": "ten"}}, ["'train.max_iter' must be an integer, got 'ten'"]),
+        ({"model": {"fc_dims": 64}}, ["'model.fc_dims' must be a list"]),
+        ({"data": {"exclude_difficult": "yes"}}, ["'data.exclude_difficult' must be true or false"]),
+        ({"proposals": 3}, ["'proposals' must be a mapping"]),
+    ],
+)
 def test_config_typo_or_wrong_type(env, tmp_path, capsys, change, needles):
     cfg = tiny_config(env["voc"], tmp_path / "out")
     for section, value in change.items():
@@ -359,25 +435,35 @@ def test_config_bad_override(env, tmp_path, capsys):
     assert_user_error(code, err, "cfg.yaml + overrides", "unknown key 'train.max_itr'")
 
 
-@pytest.mark.parametrize("make, needle", [
-    (lambda good: good[: len(good) // 2], "not a readable PyTorch checkpoint"),
-    (lambda good: good[:-100], "not a readable PyTorch checkpoint"),
-    (lambda good: b"", "checkpoint file is empty"),
-    (lambda good: b"garbage" * 50, "not a readable PyTorch checkpoint"),
-], ids=["half", "tail-cut", "empty", "garbage"])
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda good: good[: len(good) // 2], "not a readable PyTorch checkpoint"),
+        (lambda good: good[:-100], "not a readable PyTorch checkpoint"),
+        (lambda good: b"", "checkpoint file is empty"),
+        (lambda good: b"garbage" * 50, "not a readable PyTorch checkpoint"),
+    ],
+    ids=["half", "tail-cut", "empty", "garbage"],
+)
 def test_detect_with_corrupt_checkpoint(env, tmp_path, capsys, make, needle):
     bad = tmp_path / "model.pth"
     bad.write_bytes(make(env["weights"].read_bytes()))
-    code, _, err = run_in_process("detect", ["--weights", bad, "--input", env["voc"] / "JPEGImages" / "000007.jpg",
-                                             "--output", tmp_path / "out"], capsys)
+    code, _, err = run_in_process(
+        "detect",
+        ["--weights", bad, "--input", env["voc"] / "JPEGImages" / "000007.jpg", "--output", tmp_path / "out"],
+        capsys,
+    )
     assert_user_error(code, err, str(bad), needle)
 
 
 def test_detect_with_a_foreign_checkpoint(env, tmp_path, capsys):
     other = tmp_path / "resnet.pth"
     torch.save({"conv1.weight": torch.zeros(2, 3, 1, 1)}, other)
-    code, _, err = run_in_process("detect", ["--weights", other, "--input", env["voc"] / "JPEGImages" / "000007.jpg",
-                                             "--output", tmp_path / "out"], capsys)
+    code, _, err = run_in_process(
+        "detect",
+        ["--weights", other, "--input", env["voc"] / "JPEGImages" / "000007.jpg", "--output", tmp_path / "out"],
+        capsys,
+    )
     assert_user_error(code, err, str(other), "not an sppdet checkpoint")
 
 
@@ -387,10 +473,16 @@ def test_resume_from_a_checkpoint_of_another_config(env, tmp_path, capsys):
     shutil.copy(env["base"] / "model" / "last.pth", out / "last.pth")
     cfg = _config(env, tmp_path)
     code, _, err = run_in_process("train", ["--config", cfg, "--resume", "model.fc_dims=[16, 16]"], capsys)
-    assert_user_error(code, err, "last.pth", "--resume: the checkpoint was trained with model.fc_dims=[32, 32]",
-                      "the config says [16, 16]")
-    code, _, err = run_in_process("train", ["--config", cfg, "--resume",
-                                            "data.classes=[cross, star, triangle, square, circle]"], capsys)
+    assert_user_error(
+        code,
+        err,
+        "last.pth",
+        "--resume: the checkpoint was trained with model.fc_dims=[32, 32]",
+        "the config says [16, 16]",
+    )
+    code, _, err = run_in_process(
+        "train", ["--config", cfg, "--resume", "data.classes=[cross, star, triangle, square, circle]"], capsys
+    )
     assert_user_error(code, err, "last.pth", "checkpoint classes", "differ from the dataset's")
 
 
@@ -422,16 +514,27 @@ def test_output_folder_under_a_file(env, tmp_path, capsys):
         assert time.time() - t0 < 30, f"{tool} did work before failing on its output folder"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="running as root: chmod cannot make a folder unwritable "
-                                              "(the under-a-file test covers uncreatable folders)")
+@pytest.mark.skipif(
+    os.geteuid() == 0,
+    reason="running as root: chmod cannot make a folder unwritable (the under-a-file test covers uncreatable folders)",
+)
 def test_output_folder_without_permission(env, tmp_path, capsys):
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        code, _, err = run_in_process("detect", ["--weights", env["weights"], "--input",
-                                                 env["voc"] / "JPEGImages" / "000007.jpg", "--output",
-                                                 locked / "out"], capsys)
+        code, _, err = run_in_process(
+            "detect",
+            [
+                "--weights",
+                env["weights"],
+                "--input",
+                env["voc"] / "JPEGImages" / "000007.jpg",
+                "--output",
+                locked / "out",
+            ],
+            capsys,
+        )
         assert_user_error(code, err, "locked", "permission denied")
     finally:
         locked.chmod(0o700)
@@ -446,8 +549,9 @@ def test_subprocess_detect_folder_with_a_corrupt_image(env, tmp_path):
     folder.mkdir()
     shutil.copy(env["voc"] / "JPEGImages" / "000007.jpg", folder / "ok.jpg")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
-    r = run_subprocess("detect", ["--weights", env["weights"], "--input", folder, "--output", tmp_path / "out",
-                                  "--device", "cpu"])
+    r = run_subprocess(
+        "detect", ["--weights", env["weights"], "--input", folder, "--output", tmp_path / "out", "--device", "cpu"]
+    )
     assert_user_error(r.returncode, r.stderr, "broken.jpg", exit_code=1)
     assert "1 images" in r.stdout and (tmp_path / "out" / "ok.jpg").is_file()
 
@@ -466,13 +570,19 @@ def test_subprocess_eval_broken_coco(env, tmp_path):
 
 def test_subprocess_train_bad_image_read_in_a_loader_worker(env, tmp_path):
     """torch re-raises a worker's error with the worker's traceback in its text: one line still."""
+
     def truncate(v):
         data = (v / "JPEGImages" / "000002.jpg").read_bytes()
         (v / "JPEGImages" / "000002.jpg").write_bytes(data[: len(data) // 2])
+
     voc = _broken_set(env, tmp_path, truncate)
     props = _proposal_folder(tmp_path, {i: GOOD for i in TRAIN_IDS})  # no proposal run reads the image
-    cfg = _config(env, tmp_path, voc, **{"proposals.method": "file", "proposals.train_file": str(props),
-                                         "train.workers": 2, "train.max_iter": 6})
+    cfg = _config(
+        env,
+        tmp_path,
+        voc,
+        **{"proposals.method": "file", "proposals.train_file": str(props), "train.workers": 2, "train.max_iter": 6},
+    )
     r = run_subprocess("train", ["--config", cfg])
     line = assert_user_error(r.returncode, r.stderr, "000002.jpg", "truncated JPEG")
     assert line.startswith(f"error: {voc}") and "Original Traceback" not in r.stderr

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from sppdet.config import Config, load_config, save_config, config_to_dict
+from sppdet.config import Config, config_to_dict, load_config, save_config
 from sppdet.errors import ConfigError
 
 

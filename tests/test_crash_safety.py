@@ -7,6 +7,7 @@ The killed runs are real subprocesses (SIGKILL as soon as the first checkpoint /
 is on disk); the uninterrupted reference runs in this process with one thread, as the
 subprocesses do (``OMP_NUM_THREADS=1``), so results are compared bit for bit.
 """
+
 import re
 from pathlib import Path
 
@@ -14,10 +15,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
-from reliability_kit import (assert_user_error, kill_when, make_sample, run_in_process, run_subprocess,
-                             tiny_config, write_config)
-
+from reliability_kit import (
+    assert_user_error,
+    kill_when,
+    make_sample,
+    run_in_process,
+    run_subprocess,
+    tiny_config,
+    write_config,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -67,8 +73,14 @@ def test_kill9_during_training_then_resume_equals_uninterrupted(sample, tmp_path
 
 
 def _paper_extra():
-    return {"train.recipe": "paper", "train.paper.flip": True, "proposals.max_per_image": 150,
-            "input.train_scales": [200], "input.max_size": 320, "model.fc_dims": [32, 32]}
+    return {
+        "train.recipe": "paper",
+        "train.paper.flip": True,
+        "proposals.max_per_image": 150,
+        "input.train_scales": [200],
+        "input.max_size": 320,
+        "model.fc_dims": [32, 32],
+    }
 
 
 def test_kill9_during_feature_caching_then_resume_equals_uninterrupted(sample, tmp_path):
@@ -85,8 +97,12 @@ def test_kill9_during_feature_caching_then_resume_equals_uninterrupted(sample, t
 
     _, path = _cfg(sample, tmp_path, "killed", **_paper_extra())
     cache = tmp_path / "killed" / "feature_cache"
-    code = kill_when("train", ["--config", path, "--stage", "cache"],
-                     lambda: any((cache / "shards").glob("*.npz")), tmp_path / "killed.log")
+    code = kill_when(
+        "train",
+        ["--config", path, "--stage", "cache"],
+        lambda: any((cache / "shards").glob("*.npz")),
+        tmp_path / "killed.log",
+    )
     assert code == -9, (tmp_path / "killed.log").read_text()
     assert not (cache / "meta.json").exists()  # incomplete: never opened as a cache
     shards_at_kill = len(list((cache / "shards").glob("*.npz")))
@@ -97,13 +113,17 @@ def test_kill9_during_feature_caching_then_resume_equals_uninterrupted(sample, t
     assert re.search(rf"reused {shards_at_kill} of {views} shards", r.stderr), r.stderr
     meta = read_meta(cache)
     assert meta["fingerprint"] == ref_meta["fingerprint"]
-    assert [(s["name"], s["npy_sha1"], s["windows"]) for s in meta["shards"]] == \
-           [(s["name"], s["npy_sha1"], s["windows"]) for s in ref_meta["shards"]]
+    assert [(s["name"], s["npy_sha1"], s["windows"]) for s in meta["shards"]] == [
+        (s["name"], s["npy_sha1"], s["windows"]) for s in ref_meta["shards"]
+    ]
     for s in ref_meta["shards"]:
         a = np.load(ref_dir / "shards" / f"{s['name']}.npy")
         b = np.load(cache / "shards" / f"{s['name']}.npy")
         assert np.array_equal(a, b), s["name"]
-        with np.load(ref_dir / "shards" / f"{s['name']}.npz") as za, np.load(cache / "shards" / f"{s['name']}.npz") as zb:
+        with (
+            np.load(ref_dir / "shards" / f"{s['name']}.npz") as za,
+            np.load(cache / "shards" / f"{s['name']}.npz") as zb,
+        ):
             for k in ("boxes", "max_iou", "gt_label", "is_gt"):
                 assert np.array_equal(za[k], zb[k]), (s["name"], k)
     assert not list((cache / "shards").glob(".*.tmp"))  # the killed run's temp file was cleaned up
@@ -116,8 +136,13 @@ def _many_images(folder: Path, n: int) -> None:
         img = np.clip(rng.normal(120, 30, (120, 160, 3)), 0, 255).astype(np.uint8)
         for _ in range(3):
             x, y = int(rng.integers(0, 120)), int(rng.integers(0, 80))
-            cv2.rectangle(img, (x, y), (x + int(rng.integers(10, 40)), y + int(rng.integers(10, 40))),
-                          tuple(int(c) for c in rng.integers(0, 255, 3)), -1)
+            cv2.rectangle(
+                img,
+                (x, y),
+                (x + int(rng.integers(10, 40)), y + int(rng.integers(10, 40))),
+                tuple(int(c) for c in rng.integers(0, 255, 3)),
+                -1,
+            )
         cv2.imwrite(str(folder / f"im{i:03d}.png"), img)
 
 
@@ -133,8 +158,9 @@ def test_kill9_during_proposals_then_rerun_equals_uninterrupted(tmp_path):
 
     out = tmp_path / "killed.npz"
     partial = tmp_path / "killed.npz.partial"
-    code = kill_when("proposals", [*args, "--out", out], lambda: any(partial.glob("chunk-*.npz")),
-                     tmp_path / "killed.log")
+    code = kill_when(
+        "proposals", [*args, "--out", out], lambda: any(partial.glob("chunk-*.npz")), tmp_path / "killed.log"
+    )
     assert code == -9, (tmp_path / "killed.log").read_text()
     assert not out.exists()
     r = run_subprocess("proposals", [*args, "--out", out])
@@ -146,8 +172,9 @@ def test_kill9_during_proposals_then_rerun_equals_uninterrupted(tmp_path):
     # the uninterrupted reference: the same computation in this process
     records = [ImageRecord(f.stem, str(f), 160, 120) for f in sorted(images.glob("*.png"))]
     pcfg = ProposalConfig(method="edgeboxes", workers=0, max_side=160)
-    reference = compute_dataset_proposals(DetectionDataset(records, [], name="images"), "edgeboxes", pcfg,
-                                          tmp_path / "reference.npz", progress=False)
+    reference = compute_dataset_proposals(
+        DetectionDataset(records, [], name="images"), "edgeboxes", pcfg, tmp_path / "reference.npz", progress=False
+    )
     resumed = ProposalStore(out)
     assert resumed.ids == reference.ids and len(resumed) == 80
     for image_id in reference.ids:
@@ -190,8 +217,12 @@ def test_no_temp_files_left_after_a_checkpoint_write_fails(tmp_path, monkeypatch
 
 
 def test_exploding_lr_stops_with_a_message(sample, tmp_path, capsys):
-    _, path = _cfg(sample, tmp_path, "out", **{"train.base_lr": 1e6, "train.warmup_iters": 0,
-                                               "train.max_iter": 20, "train.checkpoint_period": 5})
+    _, path = _cfg(
+        sample,
+        tmp_path,
+        "out",
+        **{"train.base_lr": 1e6, "train.warmup_iters": 0, "train.max_iter": 20, "train.checkpoint_period": 5},
+    )
     code, _, err = run_in_process("train", ["--config", path], capsys)
     line = assert_user_error(code, err, "training diverged at iteration", "lower train.base_lr")
     assert "nan" in line or "inf" in line or "not finite" in line

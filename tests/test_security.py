@@ -1,6 +1,7 @@
 """Untrusted files: no code runs from a checkpoint or a pickle unless asked, XML entities are never
 expanded, and output paths made from image names cannot leave the output folder.
 """
+
 import ast
 import json
 import pickle
@@ -11,9 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from reliability_kit import REPO_ROOT, assert_user_error, make_sample, run_in_process, tiny_config
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -50,8 +49,11 @@ def test_checkpoint_with_code_is_refused_and_nothing_runs(model, tmp_path, capsy
     state["extras"] = {"payload": _Touch(marker)}
     evil = tmp_path / "evil.pth"
     torch.save(state, evil)
-    code, _, err = run_in_process("detect", ["--weights", evil, "--input", voc / "JPEGImages" / "000001.jpg",
-                                             "--output", tmp_path / "out"], capsys)
+    code, _, err = run_in_process(
+        "detect",
+        ["--weights", evil, "--input", voc / "JPEGImages" / "000001.jpg", "--output", tmp_path / "out"],
+        capsys,
+    )
     assert_user_error(code, err, str(evil), "refusing to load", "could run code")
     assert not marker.exists()
 
@@ -61,11 +63,15 @@ def test_pickled_proposals_need_allow_pickle(model, tmp_path, capsys):
     image = voc / "JPEGImages" / "000001.jpg"
     benign = tmp_path / "props.pkl"
     benign.write_bytes(pickle.dumps({"ids": ["000001"], "boxes": [np.array([[10, 10, 90, 80]], np.float32)]}))
-    code, _, err = run_in_process("detect", ["--weights", weights, "--input", image, "--output", tmp_path / "o1",
-                                             "--proposals", benign], capsys)
+    code, _, err = run_in_process(
+        "detect", ["--weights", weights, "--input", image, "--output", tmp_path / "o1", "--proposals", benign], capsys
+    )
     assert_user_error(code, err, str(benign), "--allow-pickle")
-    code, _, err = run_in_process("detect", ["--weights", weights, "--input", image, "--output", tmp_path / "o2",
-                                             "--proposals", benign, "--allow-pickle"], capsys)
+    code, _, err = run_in_process(
+        "detect",
+        ["--weights", weights, "--input", image, "--output", tmp_path / "o2", "--proposals", benign, "--allow-pickle"],
+        capsys,
+    )
     assert code == 0, err
 
     marker = tmp_path / "pwned"
@@ -106,21 +112,26 @@ def test_source_audit_no_unsafe_loading():
 # XML
 
 
-BILLION_LAUGHS = ('<?xml version="1.0"?>\n<!DOCTYPE lolz [\n <!ENTITY lol "lol">\n'
-                  + "".join(f' <!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">\n'
-                            for i in range(1, 10))
-                  + ']>\n<annotation><filename>&lol9;</filename><object><name>&lol9;</name></object></annotation>\n')
-XXE = ('<?xml version="1.0"?>\n<!DOCTYPE a [ <!ENTITY xxe SYSTEM "file:///etc/passwd"> ]>\n'
-       '<annotation><filename>&xxe;</filename></annotation>\n')
+BILLION_LAUGHS = (
+    '<?xml version="1.0"?>\n<!DOCTYPE lolz [\n <!ENTITY lol "lol">\n'
+    + "".join(f' <!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">\n' for i in range(1, 10))
+    + "]>\n<annotation><filename>&lol9;</filename><object><name>&lol9;</name></object></annotation>\n"
+)
+XXE = (
+    '<?xml version="1.0"?>\n<!DOCTYPE a [ <!ENTITY xxe SYSTEM "file:///etc/passwd"> ]>\n'
+    "<annotation><filename>&xxe;</filename></annotation>\n"
+)
 
 
 def _utf16_no_bom(text):
     return text.replace('<?xml version="1.0"?>', '<?xml version="1.0" encoding="UTF-16"?>').encode("utf-16-le")
 
 
-@pytest.mark.parametrize("data", [BILLION_LAUGHS.encode(), XXE.encode(), BILLION_LAUGHS.encode("utf-16"),
-                                  _utf16_no_bom(BILLION_LAUGHS)],
-                         ids=["billion-laughs", "external-entity", "utf16-bom", "utf16-no-bom"])
+@pytest.mark.parametrize(
+    "data",
+    [BILLION_LAUGHS.encode(), XXE.encode(), BILLION_LAUGHS.encode("utf-16"), _utf16_no_bom(BILLION_LAUGHS)],
+    ids=["billion-laughs", "external-entity", "utf16-bom", "utf16-no-bom"],
+)
 def test_xml_entities_refused_quickly(model, tmp_path, capsys, data):
     import shutil
 
@@ -144,9 +155,22 @@ def test_xml_entities_refused_quickly(model, tmp_path, capsys, data):
 def test_output_names_stay_inside_and_unique():
     from sppdet.engine.detect import MAX_NAME, output_names
 
-    files = [Path("a/..evil.jpg"), Path("../../etc/passwd.png"), Path("x/../../y/....jpg"), Path("a b$c.jpg"),
-             Path("a.jpg"), Path("a.png"), Path("A.jpg"), Path("a_1.jpg"), Path("dir/a.jpg"), Path("ü.jpg"),
-             Path("." * 5 + ".jpg"), Path("x" * 400 + ".jpg"), Path("x" * 400 + "y.jpg"), Path("-rf.jpg")]
+    files = [
+        Path("a/..evil.jpg"),
+        Path("../../etc/passwd.png"),
+        Path("x/../../y/....jpg"),
+        Path("a b$c.jpg"),
+        Path("a.jpg"),
+        Path("a.png"),
+        Path("A.jpg"),
+        Path("a_1.jpg"),
+        Path("dir/a.jpg"),
+        Path("ü.jpg"),
+        Path("." * 5 + ".jpg"),
+        Path("x" * 400 + ".jpg"),
+        Path("x" * 400 + "y.jpg"),
+        Path("-rf.jpg"),
+    ]
     names = output_names(files)
     assert len({n.lower() for n in names}) == len(names)
     for n in names:
@@ -171,8 +195,11 @@ def test_detect_outputs_stay_in_the_output_folder(model, tmp_path, capsys):
     (out / "evil.jpg").symlink_to(outside)  # a planted symlink where an output goes: replaced, not followed
     (out / "detections.json").symlink_to(outside)
     before = {p for p in tmp_path.rglob("*")}
-    code, _, err = run_in_process("detect", ["--weights", weights, "--input", inputs, f"{inputs}/../a.png",
-                                             "--output", out, "--coco-json", "--voc-comp4"], capsys)
+    code, _, err = run_in_process(
+        "detect",
+        ["--weights", weights, "--input", inputs, f"{inputs}/../a.png", "--output", out, "--coco-json", "--voc-comp4"],
+        capsys,
+    )
     assert code == 0, err
     assert outside.read_text() == "precious"
     new = {p for p in tmp_path.rglob("*")} - before

@@ -44,8 +44,10 @@ def test_zero_based_inclusive():
 
 def test_voc_iou_equals_continuous_iou():
     rng = np.random.default_rng(0)
-    a = rng.integers(1, 50, size=(20, 2)); a = np.concatenate([a, a + rng.integers(0, 30, size=(20, 2))], 1)
-    b = rng.integers(1, 50, size=(15, 2)); b = np.concatenate([b, b + rng.integers(0, 30, size=(15, 2))], 1)
+    a = rng.integers(1, 50, size=(20, 2))
+    a = np.concatenate([a, a + rng.integers(0, 30, size=(20, 2))], 1)
+    b = rng.integers(1, 50, size=(15, 2))
+    b = np.concatenate([b, b + rng.integers(0, 30, size=(15, 2))], 1)
 
     def voc_iou(p, q):  # devkit formula with +1 on 1-based inclusive boxes
         iw = min(p[2], q[2]) - max(p[0], q[0]) + 1

@@ -1,12 +1,22 @@
 """Per-class SVMs with hard negative mining, ridge box regression, and the paper scorer."""
+
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from sppdet.svm import (ClassSVM, MiningImage, PaperScorer, RidgeAccumulator, SVMParams, feature_scale,
-                        fit_ridge, scorer_state, train_svms)
+from sppdet.svm import (
+    ClassSVM,
+    MiningImage,
+    PaperScorer,
+    RidgeAccumulator,
+    SVMParams,
+    feature_scale,
+    fit_ridge,
+    scorer_state,
+    train_svms,
+)
 
 
 def toy_problem(seed=0, dim=8, num_images=30, per_image=100):
@@ -14,8 +24,10 @@ def toy_problem(seed=0, dim=8, num_images=30, per_image=100):
     rng = np.random.default_rng(seed)
     mu = np.zeros(dim, np.float32)
     mu[0] = 6.0
-    pos = [mu + rng.normal(0, 0.5, (40, dim)).astype(np.float32),
-           -mu + rng.normal(0, 0.5, (40, dim)).astype(np.float32)]
+    pos = [
+        mu + rng.normal(0, 0.5, (40, dim)).astype(np.float32),
+        -mu + rng.normal(0, 0.5, (40, dim)).astype(np.float32),
+    ]
     images = []
     for i in range(num_images):
         x = rng.normal(0, 0.7, (per_image, dim)).astype(np.float32)
@@ -73,7 +85,7 @@ def test_ridge_recovers_a_linear_map():
     # chunked float32 accumulation gives the same answer
     acc = RidgeAccumulator(12, 4)
     for i in range(0, 600, 128):
-        acc.add(torch.from_numpy(x[i:i + 128]).float(), torch.from_numpy(y[i:i + 128]).float())
+        acc.add(torch.from_numpy(x[i : i + 128]).float(), torch.from_numpy(y[i : i + 128]).float())
     w2, b2 = acc.solve(1e-6)
     assert np.allclose(w2.numpy(), w_true, atol=1e-3) and np.allclose(b2.numpy(), b_true, atol=1e-2)
     # a huge lambda shrinks W to 0 and leaves the (unregularised) bias at the mean target

@@ -10,6 +10,7 @@ Unless OMP_WAIT_POLICY is already set, it is set to PASSIVE for this process: on
 busy machine OpenMP worker threads that spin between ops steal the cores the work needs and
 turn multi-threaded timings into noise. The value used is recorded in each result.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="also write the JSON here (atomically)")
     parser.add_argument("--repeat", type=int, default=5, help="timed rounds per measurement (median reported)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch.set_num_threads before running (default 0: torch's default)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch.set_num_threads before running (default 0: torch's default)"
+    )
     parser.add_argument("--quick", action="store_true", help="small settings (a smoke run), where a benchmark has them")
     args = parser.parse_args(argv)
     if args.repeat < 1:

@@ -3,6 +3,7 @@ detect on a few test images and evaluate. ``make demo`` runs this.
 
     python tools/demo.py [--config configs/sample_tiny.yaml] [key=value ...]
 """
+
 import argparse
 import sys
 
@@ -23,8 +24,11 @@ def main(argv=None) -> int:
 
     s = run_demo(args.config, args.data, args.overrides, num_train=args.num_train, num_test=args.num_test)
     t = s["timings"]
-    print(f"\nsample-set VOC07 mAP: {s['mAP']:.4f}   (total {t['total'] / 60:.1f} min: "
-          + ", ".join(f"{k} {v:.0f}s" for k, v in t.items() if k != "total") + ")")
+    print(
+        f"\nsample-set VOC07 mAP: {s['mAP']:.4f}   (total {t['total'] / 60:.1f} min: "
+        + ", ".join(f"{k} {v:.0f}s" for k, v in t.items() if k != "total")
+        + ")"
+    )
     print(f"annotated images: {s['detect_dir']}/")
     print(f"report:           {s['report']}")
     print(f"checkpoint:       {s['checkpoint']}")

@@ -11,6 +11,7 @@ skipped; the exit code is then 1.
 Under ``torchrun --nproc_per_node=N tools/detect.py ...`` the files are sharded over the
 ranks and rank 0 writes DIR/detections.json (the output folder must be visible to every rank).
 """
+
 import argparse
 import sys
 
@@ -23,8 +24,12 @@ def main(argv=None) -> int:
     p.add_argument("--input", required=True, nargs="+", help="image files, folders or globs")
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--proposals", default=None, help="proposal file (any supported format), matched by file stem")
-    p.add_argument("--proposal-method", default="edgeboxes", choices=["edgeboxes", "ss-fast", "ss-quality"],
-                   help="compute proposals with this method when --proposals is not given")
+    p.add_argument(
+        "--proposal-method",
+        default="edgeboxes",
+        choices=["edgeboxes", "ss-fast", "ss-quality"],
+        help="compute proposals with this method when --proposals is not given",
+    )
     p.add_argument("--allow-pickle", action="store_true", help="allow a pickled (.pkl) proposal file (runs code!)")
     p.add_argument("--score-thresh", type=float, default=0.5)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -41,17 +46,32 @@ def main(argv=None) -> int:
     from sppdet.engine.detect import run_detect
 
     du.init_distributed(args.device)
-    s = run_detect(args.weights, args.input, args.output, args.proposals, args.proposal_method,
-                   args.score_thresh, args.device, args.batch, args.allow_pickle, args.coco_json,
-                   args.voc_comp4, draw=not args.no_draw, overrides=args.overrides)
+    s = run_detect(
+        args.weights,
+        args.input,
+        args.output,
+        args.proposals,
+        args.proposal_method,
+        args.score_thresh,
+        args.device,
+        args.batch,
+        args.allow_pickle,
+        args.coco_json,
+        args.voc_comp4,
+        draw=not args.no_draw,
+        overrides=args.overrides,
+    )
     if not du.is_main_process():  # the summary covers every rank: rank 0 reports it
         return 1 if s.failed else 0
     print(f"{s.images} images, {s.detections} detections, {s.seconds:.1f} s; results in {args.output}")
     if s.failed:
         for path, msg in s.failed:
             print(f"error: skipped {msg}", file=sys.stderr)
-        print(f"error: {len(s.failed)} of {s.images + len(s.failed)} image(s) could not be processed "
-              f"(the others' results are in {args.output})", file=sys.stderr)
+        print(
+            f"error: {len(s.failed)} of {s.images + len(s.failed)} image(s) could not be processed "
+            f"(the others' results are in {args.output})",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -14,6 +14,7 @@ Prints a per-class table and the mAP.
 Under ``torchrun --nproc_per_node=N tools/eval.py --weights W ...`` the images are sharded
 over the ranks and their detections gathered; rank 0 alone computes the metrics and writes.
 """
+
 import argparse
 import importlib
 import sys
@@ -70,12 +71,14 @@ def get_detections(args, dataset):
     try:
         from sppdet.engine.infer import run_on_dataset
 
-        return run_on_dataset(weights=args.weights, dataset=dataset, config=args.config,
-                              overrides=args.overrides, device=args.device)
+        return run_on_dataset(
+            weights=args.weights, dataset=dataset, config=args.config, overrides=args.overrides, device=args.device
+        )
     except ModuleNotFoundError as e:
         if not (e.name or "").startswith("sppdet"):
             raise
         raise SppdetError(f"the model runner is not available in this install ({e.name} is missing)") from e
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,8 +92,11 @@ def main(argv=None) -> int:
     p.add_argument("--config", help="YAML config (dataset when --dataset is absent; settings for --weights)")
     p.add_argument("--weights", help="checkpoint: run the model on the split first")
     p.add_argument("--device", default="auto", help="with --weights: auto, cpu, cuda or cuda:N")
-    p.add_argument("--metric", choices=["voc07", "voc2010", "coco"],
-                   help="default: the config's test.metric, else coco for COCO and voc07 for VOC")
+    p.add_argument(
+        "--metric",
+        choices=["voc07", "voc2010", "coco"],
+        help="default: the config's test.metric, else coco for COCO and voc07 for VOC",
+    )
     p.add_argument("--iou", type=float, default=0.5, help="VOC metrics: IoU threshold (a match needs IoU > this)")
     p.add_argument("--out", help="write metrics.json, pr_curves/ and report.html here")
     p.add_argument("--num-images", type=int, default=6, help="example images in report.html")
@@ -125,8 +131,9 @@ def main(argv=None) -> int:
     if args.out:
         if args.weights:
             save_detections(detections, f"{args.out}/detections.json", dataset)
-        html = write_report(args.out, dataset, detections, metrics, num_images=args.num_images,
-                            score_thresh=args.score_thresh)
+        html = write_report(
+            args.out, dataset, detections, metrics, num_images=args.num_images, score_thresh=args.score_thresh
+        )
         print(f"report: {html}")
     return 0
 

@@ -5,6 +5,7 @@
 Writes OUT/voc (PASCAL VOC layout) and OUT/coco (COCO json over the same JPEGs); see
 data/README.md. A complete set with the same parameters is left as it is unless --force.
 """
+
 import argparse
 import json
 import sys
@@ -25,8 +26,9 @@ def main(argv=None) -> int:
     from sppdet.data.synthetic import generate_sample_dataset
 
     setup_logging(args.verbose)
-    info = generate_sample_dataset(args.out, num_train=args.num_train, num_test=args.num_test,
-                                   seed=args.seed, force=args.force)
+    info = generate_sample_dataset(
+        args.out, num_train=args.num_train, num_test=args.num_test, seed=args.seed, force=args.force
+    )
     print(json.dumps(info, indent=2))
     return 0
 

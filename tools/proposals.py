@@ -17,6 +17,7 @@ folder must be visible to every rank); convert and recall run on rank 0 only.
 recall prints recall@0.5/0.7 and average recall for 100/300/1000/2000 proposals and writes
 recall.json and recall.png to --out (default <output_dir>/proposal_recall_<split>).
 """
+
 import argparse
 import glob
 import logging
@@ -71,8 +72,13 @@ def cmd_compute(args) -> int:
         if not args.out:
             raise SppdetError("compute --images needs --out FILE")
         pcfg = ProposalConfig(method=args.method or "edgeboxes")
-        for flag, field in (("max_per_image", "max_per_image"), ("max_side", "max_side"),
-                            ("workers", "workers"), ("edge_model", "edge_model"), ("min_size", "min_size")):
+        for flag, field in (
+            ("max_per_image", "max_per_image"),
+            ("max_side", "max_side"),
+            ("workers", "workers"),
+            ("edge_model", "edge_model"),
+            ("min_size", "min_size"),
+        ):
             if getattr(args, flag) is not None:
                 setattr(pcfg, field, getattr(args, flag))
         dataset = _images_dataset(args.images)
@@ -108,9 +114,16 @@ def cmd_convert(args) -> int:
         dataset = build_dataset(load_config(args.dataset_config), args.split)
     elif args.split != "train":
         raise SppdetError("--split applies with --dataset-config only")
-    report = convert_to_store(args.input, args.out, dataset=dataset, allow_pickle=args.allow_pickle,
-                              fmt=args.format, max_per_image=args.max_per_image, min_size=args.min_size,
-                              allow_missing=args.allow_missing)
+    report = convert_to_store(
+        args.input,
+        args.out,
+        dataset=dataset,
+        allow_pickle=args.allow_pickle,
+        fmt=args.format,
+        max_per_image=args.max_per_image,
+        min_size=args.min_size,
+        allow_missing=args.allow_missing,
+    )
     print(f"{report['images']} images, {report['boxes_out']} boxes -> {args.out}")
     details = ", ".join(f"{k}={v}" for k, v in report.items() if v and k not in ("images", "boxes_out"))
     if details:
@@ -130,8 +143,7 @@ def cmd_recall(args) -> int:
         proposals = ProposalStore(args.proposals)
     else:
         raw = load_proposals(args.proposals, dataset=dataset, allow_pickle=args.allow_pickle)
-        proposals, _ = sanitize_proposals(raw, dataset, max_per_image=0, source=args.proposals,
-                                          allow_missing=True)
+        proposals, _ = sanitize_proposals(raw, dataset, max_per_image=0, source=args.proposals, allow_missing=True)
     nums = [int(n) for n in args.nums.split(",") if n.strip()]
     result = evaluate_recall(proposals, dataset, nums=nums)
     result["proposals"] = str(args.proposals)
@@ -164,9 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("convert", help="convert a foreign proposal file to the native store")
     v.add_argument("input", help="proposal file or folder of per-image files")
     v.add_argument("--out", required=True, help="output .npz")
-    v.add_argument("--format", default="auto",
-                   help="auto (default), native, rcnn-mat, folder, mat, npy, txt, detectron-pkl, "
-                        "detectron2-pkl, mmdet-pkl, coco-json")
+    v.add_argument(
+        "--format",
+        default="auto",
+        help="auto (default), native, rcnn-mat, folder, mat, npy, txt, detectron-pkl, "
+        "detectron2-pkl, mmdet-pkl, coco-json",
+    )
     v.add_argument("--dataset-config", help="config naming the dataset to check ids and clip against")
     v.add_argument("--split", choices=["train", "test"], default="train")
     v.add_argument("--allow-pickle", action="store_true", help="allow .pkl input (runs code: trusted files only)")

@@ -6,6 +6,7 @@
 ``train.recipe: paper`` runs the SPP-net multi-stage recipe on cached features.
 Works unchanged under ``torchrun --nproc_per_node=N tools/train.py ...``.
 """
+
 import argparse
 import json
 import sys

@@ -6,6 +6,7 @@ function takes the parsed command-line arguments (``repeat``, ``device``, ``thre
 JSON-able dict. :func:`time_interleaved` is the shared timer: it runs the candidates in
 turn, round after round, so a busy machine slows them all alike and ratios stay fair.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -51,8 +52,10 @@ def run_benchmark(name: str, args: Any) -> Dict[str, Any]:
     before = _load_average()
     result = get_benchmark(name)(args)
     result["environment"] = {
-        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "load_avg_1min_before": before, "load_avg_1min_after": _load_average(),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_avg_1min_before": before,
+        "load_avg_1min_after": _load_average(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
     }
     return result
@@ -74,8 +77,9 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
-def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int, device=None,
-                     warmup: int = 1) -> Dict[str, Dict[str, Any]]:
+def time_interleaved(
+    fns: Mapping[str, Callable[[], Any]], repeat: int, device=None, warmup: int = 1
+) -> Dict[str, Dict[str, Any]]:
     """Time each callable ``repeat`` times, interleaved (round ``r`` runs every candidate once).
 
     Returns ``{name: {"median_ms", "min_ms", "runs_ms", "cpu_median_ms"}}``: wall-clock times,
@@ -101,9 +105,15 @@ def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int, device=N
             sync()
             runs[name].append((time.perf_counter() - start) * 1000.0)
             cpu[name].append((time.process_time() - cpu_start) * 1000.0)
-    return {name: {"median_ms": round(_median(ts), 2), "min_ms": round(min(ts), 2),
-                   "runs_ms": [round(t, 2) for t in ts], "cpu_median_ms": round(_median(cpu[name]), 2)}
-            for name, ts in runs.items()}
+    return {
+        name: {
+            "median_ms": round(_median(ts), 2),
+            "min_ms": round(min(ts), 2),
+            "runs_ms": [round(t, 2) for t in ts],
+            "cpu_median_ms": round(_median(cpu[name]), 2),
+        }
+        for name, ts in runs.items()
+    }
 
 
 def _median(values: list) -> float:

@@ -16,6 +16,7 @@ chunks, NMS) and reports, from ``/proc/self/status`` and ``getrusage``:
 
 Models: the paper's ZF-5 (fc 4096-4096, 20 classes) and ``configs/coco_resnet50.yaml``.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,14 +30,30 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SPECS = {
     "full": {
-        "zf5_paper": dict(config="", overrides=["model.backbone=zf5", "model.normalization=caffe"], classes=20,
-                          size=1000, proposals=2000),
-        "resnet50_coco": dict(config="configs/coco_resnet50.yaml", overrides=["model.weights="], classes=80,
-                              size=1000, proposals=2000),
+        "zf5_paper": dict(
+            config="",
+            overrides=["model.backbone=zf5", "model.normalization=caffe"],
+            classes=20,
+            size=1000,
+            proposals=2000,
+        ),
+        "resnet50_coco": dict(
+            config="configs/coco_resnet50.yaml", overrides=["model.weights="], classes=80, size=1000, proposals=2000
+        ),
     },
     "quick": {
-        "tiny": dict(config="", overrides=["model.backbone=tiny", "model.tiny_width=8", "model.fc_dims=[64, 64]",
-                                           "input.test_scales=[224]"], classes=3, size=200, proposals=50),
+        "tiny": dict(
+            config="",
+            overrides=[
+                "model.backbone=tiny",
+                "model.tiny_width=8",
+                "model.fc_dims=[64, 64]",
+                "input.test_scales=[224]",
+            ],
+            classes=3,
+            size=200,
+            proposals=50,
+        ),
     },
 }
 
@@ -97,8 +114,12 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
     detect_peak = _status_kb("VmHWM") if reset else peak_total
     mb = 1.0 / 1024
     return {
-        "backbone": cfg.model.backbone, "fc_dims": list(cfg.model.fc_dims), "classes": spec["classes"],
-        "image_hw": [n, n], "scale": cfg.input.test_scales, "proposals": spec["proposals"],
+        "backbone": cfg.model.backbone,
+        "fc_dims": list(cfg.model.fc_dims),
+        "classes": spec["classes"],
+        "image_hw": [n, n],
+        "scale": cfg.input.test_scales,
+        "proposals": spec["proposals"],
         "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
         "threads": torch.get_num_threads(),
         "peak_rss_mb": round(peak_total * mb, 1),
@@ -114,8 +135,14 @@ def run_in_child(spec: Dict[str, Any], timeout: float = 600) -> Dict[str, Any]:
     """:func:`measure` in a fresh Python process; its JSON is the last line of its stdout."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    proc = subprocess.run([sys.executable, "-m", "sppdet.benchmarks.memory", json.dumps(spec)], cwd=str(ROOT),
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sppdet.benchmarks.memory", json.dumps(spec)],
+        cwd=str(ROOT),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         from ..errors import SppdetError
 
@@ -128,9 +155,12 @@ def run_memory(args: Any) -> Dict[str, Any]:
     device = getattr(args, "device", "cpu") or "cpu"
     results = {name: run_in_child(spec) for name, spec in SPECS["quick" if quick else "full"].items()}
     return {
-        "setup": {"device": "cpu" if device == "cpu" else f"cpu (--device {device} ignored: host RSS is measured)",
-                  "process": "fresh child process per model (parent memory excluded)",
-                  "detect": "Predictor.predict once, random weights, random image and windows", "quick": quick},
+        "setup": {
+            "device": "cpu" if device == "cpu" else f"cpu (--device {device} ignored: host RSS is measured)",
+            "process": "fresh child process per model (parent memory excluded)",
+            "detect": "Predictor.predict once, random weights, random image and windows",
+            "quick": quick,
+        },
         "models": results,
     }
 

@@ -11,6 +11,7 @@ Targets: Selective Search fast <= 1.0 s and EdgeBoxes <= 0.2 s per image on one 
 ``meets_target`` compares the fastest round (least disturbed by other load) with it. Recall
 is measured with ``tools/proposals.py recall`` (it needs a dataset and minutes of compute).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -54,9 +55,14 @@ def _store_access(num_images: int = 1000, boxes_per_image: int = 2000) -> Dict[s
             store.get(i)
         per_get = (time.perf_counter() - got) / 200
         size_mb = path.stat().st_size / 1e6
-    return {"images": num_images, "boxes_per_image": boxes_per_image, "file_mb": round(size_mb, 1),
-            "open_ms": round((opened - start) * 1000, 2), "first_get_ms": round((got - opened) * 1000, 3),
-            "get_ms": round(per_get * 1000, 4)}
+    return {
+        "images": num_images,
+        "boxes_per_image": boxes_per_image,
+        "file_mb": round(size_mb, 1),
+        "open_ms": round((opened - start) * 1000, 2),
+        "first_get_ms": round((got - opened) * 1000, 3),
+        "get_ms": round(per_get * 1000, 4),
+    }
 
 
 def run(args: Any) -> Dict[str, Any]:
@@ -83,11 +89,21 @@ def run(args: Any) -> Dict[str, Any]:
         cv2.setNumThreads(old_threads)
     targets = {"ss-fast": 1.0, "edgeboxes": 0.2}
     generators = {
-        m: {"wall_median_s": round(wall[m]["median_ms"] / 1000, 3), "wall_min_s": round(wall[m]["min_ms"] / 1000, 3),
-            "cpu_median_s": cpu[m], "boxes": counts[m], "target_s": targets[m],
-            "meets_target": wall[m]["min_ms"] / 1000 <= targets[m]}
+        m: {
+            "wall_median_s": round(wall[m]["median_ms"] / 1000, 3),
+            "wall_min_s": round(wall[m]["min_ms"] / 1000, 3),
+            "cpu_median_s": cpu[m],
+            "boxes": counts[m],
+            "target_s": targets[m],
+            "meets_target": wall[m]["min_ms"] / 1000 <= targets[m],
+        }
         for m in fns
     }
-    return {"image": str(DEMO_IMAGE.name), "image_size": [int(image.shape[1]), int(image.shape[0])],
-            "opencv_threads": 1, "max_side": cfg.max_side, "generators": generators,
-            "store": _store_access()}
+    return {
+        "image": str(DEMO_IMAGE.name),
+        "image_size": [int(image.shape[1]), int(image.shape[0])],
+        "opencv_threads": 1,
+        "max_side": cfg.max_side,
+        "generators": generators,
+        "store": _store_access(),
+    }

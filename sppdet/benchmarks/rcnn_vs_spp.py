@@ -24,6 +24,7 @@ normalisation are outside every timing. All timings are interleaved (:func:`time
 speed-ups are given from wall-clock medians and, less disturbed by other processes on a
 shared machine, from this process's CPU-time medians (``*_cpu_time``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -37,10 +38,30 @@ VOC_IMAGE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "vo
 
 #: Full setting and the ``quick`` one (unit tests: every code path, seconds).
 SETTINGS = {
-    "full": dict(backbone="zf5", tiny_width=32, windows=2000, rcnn_windows=64, rcnn_batch=32,
-                 fc_dims=(4096, 4096), svd_ranks=(1024, 256), low_ranks=(256, 128), num_classes=20, scale=688),
-    "quick": dict(backbone="tiny", tiny_width=8, windows=50, rcnn_windows=8, rcnn_batch=4,
-                  fc_dims=(64, 64), svd_ranks=(16, 8), low_ranks=(8, 4), num_classes=3, scale=224),
+    "full": dict(
+        backbone="zf5",
+        tiny_width=32,
+        windows=2000,
+        rcnn_windows=64,
+        rcnn_batch=32,
+        fc_dims=(4096, 4096),
+        svd_ranks=(1024, 256),
+        low_ranks=(256, 128),
+        num_classes=20,
+        scale=688,
+    ),
+    "quick": dict(
+        backbone="tiny",
+        tiny_width=8,
+        windows=50,
+        rcnn_windows=8,
+        rcnn_batch=4,
+        fc_dims=(64, 64),
+        svd_ranks=(16, 8),
+        low_ranks=(8, 4),
+        num_classes=3,
+        scale=224,
+    ),
 }
 
 
@@ -110,23 +131,39 @@ def run_rcnn_vs_spp(args: Any) -> Dict[str, Any]:
     with torch.inference_mode():
         timings = bench.time(repeat)
         flops = bench.flops()
-    result = {"setup": {**bench.setup(), "device": str(device), "threads": torch.get_num_threads(), "repeat": repeat,
-                        "torch": torch.__version__, "quick": quick},
-              "timings_ms": timings}
+    result = {
+        "setup": {
+            **bench.setup(),
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "repeat": repeat,
+            "torch": torch.__version__,
+            "quick": quick,
+        },
+        "timings_ms": timings,
+    }
     for suffix, key in (("", "median_ms"), ("_cpu_time", "cpu_median_ms")):
         result.update(_summary({k: v[key] for k, v in timings.items()}, bench, suffix))
     fc_flops = flops["fc"]
-    result.update({
-        "gflops": {"spp_conv": _g(flops["spp_conv"]), "rcnn_conv": _g(flops["rcnn_conv"]),
-                   "fc": {k: _g(v) for k, v in fc_flops.items()}},
-        "flop_ratio_conv": round(flops["rcnn_conv"] / flops["spp_conv"], 1),
-        "flop_ratio_total": {k: round((flops["rcnn_conv"] + f) / (flops["spp_conv"] + f), 1)
-                             for k, f in fc_flops.items()},
-        "flops_counted": "conv + linear layers (torch.utils.flop_counter); pooling, LRN, ReLU, warping not counted",
-        "target_total_speedup": TARGET_TOTAL_SPEEDUP,
-        "meets_target": {k: v >= TARGET_TOTAL_SPEEDUP for k, v in result["speedup_total"].items()},
-        "meets_target_cpu_time": {k: v >= TARGET_TOTAL_SPEEDUP for k, v in result["speedup_total_cpu_time"].items()},
-    })
+    result.update(
+        {
+            "gflops": {
+                "spp_conv": _g(flops["spp_conv"]),
+                "rcnn_conv": _g(flops["rcnn_conv"]),
+                "fc": {k: _g(v) for k, v in fc_flops.items()},
+            },
+            "flop_ratio_conv": round(flops["rcnn_conv"] / flops["spp_conv"], 1),
+            "flop_ratio_total": {
+                k: round((flops["rcnn_conv"] + f) / (flops["spp_conv"] + f), 1) for k, f in fc_flops.items()
+            },
+            "flops_counted": "conv + linear layers (torch.utils.flop_counter); pooling, LRN, ReLU, warping not counted",
+            "target_total_speedup": TARGET_TOTAL_SPEEDUP,
+            "meets_target": {k: v >= TARGET_TOTAL_SPEEDUP for k, v in result["speedup_total"].items()},
+            "meets_target_cpu_time": {
+                k: v >= TARGET_TOTAL_SPEEDUP for k, v in result["speedup_total_cpu_time"].items()
+            },
+        }
+    )
     return result
 
 
@@ -146,15 +183,25 @@ class _Bench:
         from ..modeling.rcnn_baseline import RCNNBaseline
 
         self.s, self.chunk = s, CHUNK
-        self.cfg = load_config(None, [f"model.backbone={s['backbone']}", f"model.tiny_width={s['tiny_width']}",
-                                      "model.normalization=caffe", "model.dropout=0.0",
-                                      f"model.fc_dims={list(s['fc_dims'])}"])
+        self.cfg = load_config(
+            None,
+            [
+                f"model.backbone={s['backbone']}",
+                f"model.tiny_width={s['tiny_width']}",
+                "model.normalization=caffe",
+                "model.dropout=0.0",
+                f"model.fc_dims={list(s['fc_dims'])}",
+            ],
+        )
         torch.manual_seed(0)
         self.model = build_detector(self.cfg, s["num_classes"]).to(device).eval()
         svd = copy.deepcopy(self.model.head)
         svd.compress_svd(list(s["svd_ranks"]))
-        self.heads = {"full_fc": self.model.head, "svd_fc": svd,
-                      "svd_low_rank_fc": truncate_svd_head(svd, s["low_ranks"])}
+        self.heads = {
+            "full_fc": self.model.head,
+            "svd_fc": svd,
+            "svd_low_rank_fc": truncate_svd_head(svd, s["low_ranks"]),
+        }
         self.rcnn = RCNNBaseline(self.model, batch_size=s["rcnn_batch"])
         self.image, windows, self.source = load_image_and_windows(s["windows"])
         self.R, self.n = len(windows), min(s["rcnn_windows"], len(windows))
@@ -186,6 +233,7 @@ class _Bench:
             def run():
                 p = model.pool(model.conv_features(batch), batch.factors, rois)
                 return [head(p[i : i + chunk]) for i in range(0, R, chunk)]
+
             return run
 
         fns = {
@@ -203,22 +251,37 @@ class _Bench:
     def flops(self) -> Dict[str, Any]:
         """Conv/linear FLOPs of each part for all ``R`` windows (after :meth:`time`)."""
         one = self.crops[0][:1]
-        return {"spp_conv": count_flops(lambda: self.model.conv_features(self.batch)),
-                "rcnn_conv": self.R * count_flops(lambda: self.rcnn.conv(one)),
-                "fc": {k: self.R * count_flops(lambda: h(self.pooled[:1])) for k, h in self.heads.items()}}
+        return {
+            "spp_conv": count_flops(lambda: self.model.conv_features(self.batch)),
+            "rcnn_conv": self.R * count_flops(lambda: self.rcnn.conv(one)),
+            "fc": {k: self.R * count_flops(lambda: h(self.pooled[:1])) for k, h in self.heads.items()},
+        }
 
     def setup(self) -> Dict[str, Any]:
         s = self.s
         return {
-            "backbone": s["backbone"], "weights": "random (timing only)", "spp_levels": list(self.cfg.model.spp_levels),
-            "fc_dims": list(s["fc_dims"]), "num_classes": s["num_classes"],
-            "fc_configs": {"full_fc": "full fc6/fc7", "svd_fc": f"truncated SVD, ranks {list(s['svd_ranks'])}",
-                           "svd_low_rank_fc": f"truncated SVD, ranks {list(s['low_ranks'])}"},
+            "backbone": s["backbone"],
+            "weights": "random (timing only)",
+            "spp_levels": list(self.cfg.model.spp_levels),
+            "fc_dims": list(s["fc_dims"]),
+            "num_classes": s["num_classes"],
+            "fc_configs": {
+                "full_fc": "full fc6/fc7",
+                "svd_fc": f"truncated SVD, ranks {list(s['svd_ranks'])}",
+                "svd_low_rank_fc": f"truncated SVD, ranks {list(s['low_ranks'])}",
+            },
             "fc_config_applies_to": "both modes (same fc layers and weights)",
-            "image": self.source, "image_size_hw": list(self.image.shape[:2]), "spp_scale": s["scale"],
-            "spp_input_hw": list(self.batch.images[0].shape[-2:]), "windows": self.R, "fc_chunk": self.chunk,
-            "rcnn_crop": self.rcnn.crop_size, "rcnn_context": self.rcnn.context, "rcnn_batch": self.rcnn.batch_size,
-            "rcnn_timed_windows": self.n, "rcnn_scaled_linearly_to": self.R,
+            "image": self.source,
+            "image_size_hw": list(self.image.shape[:2]),
+            "spp_scale": s["scale"],
+            "spp_input_hw": list(self.batch.images[0].shape[-2:]),
+            "windows": self.R,
+            "fc_chunk": self.chunk,
+            "rcnn_crop": self.rcnn.crop_size,
+            "rcnn_context": self.rcnn.context,
+            "rcnn_batch": self.rcnn.batch_size,
+            "rcnn_timed_windows": self.n,
+            "rcnn_scaled_linearly_to": self.R,
             "rcnn_fc": "the same fc layers on the same (R, D) input as SPP mode",
             "excluded": "image resize/normalisation (both modes), NMS",
         }

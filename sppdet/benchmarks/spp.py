@@ -13,6 +13,7 @@ per-round ratios is given too). Forward+backward (``sum()`` of the
 output as loss) is timed as well: ``spp_pyramid`` (training runs torchvision ``roi_pool`` per level
 on the projected cells where its bins are the paper's) and ``spp_pyramid_rank_keys`` (the fallback). ``args.quick``: 200 windows on a 64-channel map (smoke run).
 """
+
 from __future__ import annotations
 
 import math
@@ -63,8 +64,9 @@ def run_spp_benchmark(args: Any) -> Dict[str, Any]:
         return torch.cat([roi_pool(features, rois, (n, n), 1.0 / stride).flatten(1) for n in LEVELS], 1)
 
     with torch.no_grad():
-        fwd = time_interleaved({"spp_pyramid": spp, "roi_pool_6x6": tv6, "roi_pool_pyramid": tv_pyramid},
-                               repeat, device)
+        fwd = time_interleaved(
+            {"spp_pyramid": spp, "roi_pool_6x6": tv6, "roi_pool_pyramid": tv_pyramid}, repeat, device
+        )
 
     feats_grad = features.clone().requires_grad_()
 
@@ -72,26 +74,38 @@ def run_spp_benchmark(args: Any) -> Dict[str, Any]:
         def run():
             feats_grad.grad = None
             fn(feats_grad).sum().backward()
+
         return run
 
     def rank_keys(f):  # the differentiable path used where roi_pool would bin differently
         cells = spp_mod.project_rois(rois, stride, 0.0, feat_h, feat_w)
         return spp_mod._RoISPPMax.apply(f, rois[:, 0].long(), cells, LEVELS)
 
-    bwd = time_interleaved({
-        "spp_pyramid": backward(lambda f: roi_spp(f, rois, LEVELS, stride)),
-        "spp_pyramid_rank_keys": backward(rank_keys),
-        "roi_pool_6x6": backward(lambda f: roi_pool(f, rois, (6, 6), 1.0 / stride)),
-    }, max(1, repeat // 2), device)
+    bwd = time_interleaved(
+        {
+            "spp_pyramid": backward(lambda f: roi_spp(f, rois, LEVELS, stride)),
+            "spp_pyramid_rank_keys": backward(rank_keys),
+            "roi_pool_6x6": backward(lambda f: roi_pool(f, rois, (6, 6), 1.0 / stride)),
+        },
+        max(1, repeat // 2),
+        device,
+    )
 
     ratio = fwd["spp_pyramid"]["median_ms"] / fwd["roi_pool_6x6"]["median_ms"]
     paired = sorted(a / b for a, b in zip(fwd["spp_pyramid"]["runs_ms"], fwd["roi_pool_6x6"]["runs_ms"]))
     return {
         "setup": {
-            "features": [1, channels, feat_h, feat_w], "num_rois": num_rois, "stride": stride,
-            "image_size_hw": [img_h, img_w], "levels": list(LEVELS), "mode": "max",
-            "device": str(device), "repeat": repeat,
-            "torch": torch.__version__, "torchvision": torchvision.__version__, "quick": quick,
+            "features": [1, channels, feat_h, feat_w],
+            "num_rois": num_rois,
+            "stride": stride,
+            "image_size_hw": [img_h, img_w],
+            "levels": list(LEVELS),
+            "mode": "max",
+            "device": str(device),
+            "repeat": repeat,
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "quick": quick,
         },
         "forward_ms": fwd,
         "forward_backward_ms": bwd,
@@ -99,7 +113,8 @@ def run_spp_benchmark(args: Any) -> Dict[str, Any]:
         "ratio_per_round_median": round(paired[len(paired) // 2], 3),
         "ratio_cpu_time": round(fwd["spp_pyramid"]["cpu_median_ms"] / fwd["roi_pool_6x6"]["cpu_median_ms"], 3),
         "ratio_roi_pool_pyramid_vs_roi_pool_6x6": round(
-            fwd["roi_pool_pyramid"]["median_ms"] / fwd["roi_pool_6x6"]["median_ms"], 3),
+            fwd["roi_pool_pyramid"]["median_ms"] / fwd["roi_pool_6x6"]["median_ms"], 3
+        ),
         "target_ratio": TARGET_RATIO,
         "meets_target": ratio <= TARGET_RATIO,
     }

@@ -19,6 +19,7 @@ Target: ours incl. EdgeBoxes <= 0.6 x torchvision. Timings are interleaved; late
 ratios are given from wall-clock medians and, less disturbed by other processes on a shared
 machine, from this process's CPU-time medians (``*_cpu_time``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,11 +36,24 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "coco_resnet50.yaml"
 #: Full setting and the ``quick`` one (unit tests: every code path, seconds). SVD ranks keep
 #: Fast R-CNN's proportions (fc6 1/4, fc7 1/16 of the 1024-d layers).
 SETTINGS = {
-    "full": dict(backbone="resnet50", proposals=2000, scale=688, svd_ranks=(256, 64), image_height=None,
-                 torchvision="fasterrcnn_resnet50_fpn", overrides=()),
-    "quick": dict(backbone="tiny", proposals=50, scale=224, svd_ranks=(16, 8), image_height=224,
-                  torchvision="fasterrcnn_mobilenet_v3_large_320_fpn",
-                  overrides=("model.tiny_width=8", "model.reduce_channels=0", "model.fc_dims=[64, 64]")),
+    "full": dict(
+        backbone="resnet50",
+        proposals=2000,
+        scale=688,
+        svd_ranks=(256, 64),
+        image_height=None,
+        torchvision="fasterrcnn_resnet50_fpn",
+        overrides=(),
+    ),
+    "quick": dict(
+        backbone="tiny",
+        proposals=50,
+        scale=224,
+        svd_ranks=(16, 8),
+        image_height=224,
+        torchvision="fasterrcnn_mobilenet_v3_large_320_fpn",
+        overrides=("model.tiny_width=8", "model.reduce_channels=0", "model.fc_dims=[64, 64]"),
+    ),
 }
 
 
@@ -83,7 +97,8 @@ def run_vs_torchvision(args: Any) -> Dict[str, Any]:
     repeat = max(1, int(getattr(args, "repeat", 5) or 5))
     cfg, ours, ours_svd = _our_predictors(s, device)
     tv = getattr(torchvision.models.detection, s["torchvision"])(
-        weights=None, weights_backbone=None, min_size=s["scale"], max_size=cfg.input.max_size)
+        weights=None, weights_backbone=None, min_size=s["scale"], max_size=cfg.input.max_size
+    )
     tv = tv.to(device).eval()
     box_head_inputs = []  # proposals its box head scores (1,000 at most in eval mode)
     tv.roi_heads.register_forward_hook(lambda mod, inputs, output: box_head_inputs.append(len(inputs[1][0])))
@@ -94,28 +109,46 @@ def run_vs_torchvision(args: Any) -> Dict[str, Any]:
     proposals = top_up(found, s["proposals"], w, h)
     tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255).to(device)
     with torch.inference_mode():
-        t = time_interleaved({
-            "edgeboxes": lambda: compute_proposals(image, "edgeboxes", cfg.proposals),
-            "ours_detect": lambda: ours.predict(image, proposals),
-            "ours_detect_svd": lambda: ours_svd.predict(image, proposals),
-            "torchvision_frcnn": lambda: tv([tensor]),
-        }, repeat, device)
+        t = time_interleaved(
+            {
+                "edgeboxes": lambda: compute_proposals(image, "edgeboxes", cfg.proposals),
+                "ours_detect": lambda: ours.predict(image, proposals),
+                "ours_detect_svd": lambda: ours_svd.predict(image, proposals),
+                "torchvision_frcnn": lambda: tv([tensor]),
+            },
+            repeat,
+            device,
+        )
         tv_input = list(tv.transform([tensor])[0].tensors.shape[-2:])
     ours_input = list(ours.model.prepare([image], cfg.input.test_scales, cfg.input.max_size).images[0].shape[-2:])
     result = {
         "setup": {
-            "image": name, "image_size_hw": [h, w], "scale": s["scale"], "max_size": cfg.input.max_size,
-            "ours_input_hw": ours_input, "torchvision_input_hw": tv_input,
-            "ours": {"backbone": cfg.model.backbone, "reduce_channels": cfg.model.reduce_channels,
-                     "spp_levels": list(cfg.model.spp_levels), "fc_dims": list(cfg.model.fc_dims),
-                     "svd_ranks_fc6_fc7": list(s["svd_ranks"]), "classes": len(ours.class_names),
-                     "proposals": len(proposals), "edgeboxes_found": int(len(found)),
-                     "edgeboxes_max_side": cfg.proposals.max_side,
-                     "edge_model": cfg.proposals.edge_model or "gradient"},
+            "image": name,
+            "image_size_hw": [h, w],
+            "scale": s["scale"],
+            "max_size": cfg.input.max_size,
+            "ours_input_hw": ours_input,
+            "torchvision_input_hw": tv_input,
+            "ours": {
+                "backbone": cfg.model.backbone,
+                "reduce_channels": cfg.model.reduce_channels,
+                "spp_levels": list(cfg.model.spp_levels),
+                "fc_dims": list(cfg.model.fc_dims),
+                "svd_ranks_fc6_fc7": list(s["svd_ranks"]),
+                "classes": len(ours.class_names),
+                "proposals": len(proposals),
+                "edgeboxes_found": int(len(found)),
+                "edgeboxes_max_side": cfg.proposals.max_side,
+                "edge_model": cfg.proposals.edge_model or "gradient",
+            },
             "torchvision_model": f"{s['torchvision']}(weights=None, weights_backbone=None, min_size=scale, max_size)",
             "torchvision_box_head_proposals": box_head_inputs[-1],
-            "weights": "random (timing only)", "device": str(device), "threads": torch.get_num_threads(),
-            "repeat": repeat, "torch": torch.__version__, "torchvision_version": torchvision.__version__,
+            "weights": "random (timing only)",
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "repeat": repeat,
+            "torch": torch.__version__,
+            "torchvision_version": torchvision.__version__,
             "quick": quick,
         },
         "timings_ms": t,
@@ -134,8 +167,13 @@ def _our_predictors(s: Dict[str, Any], device):
     from ..engine.infer import Predictor
     from ..modeling.detector import build_detector
 
-    overrides = ["model.weights=", f"model.backbone={s['backbone']}", f"input.test_scales=[{s['scale']}]",
-                 f"proposals.max_per_image={s['proposals']}", *s["overrides"]]
+    overrides = [
+        "model.weights=",
+        f"model.backbone={s['backbone']}",
+        f"input.test_scales=[{s['scale']}]",
+        f"proposals.max_per_image={s['proposals']}",
+        *s["overrides"],
+    ]
     cfg = load_config(CONFIG if CONFIG.is_file() else None, overrides)
     classes = [f"class{i}" for i in range(80)]
     torch.manual_seed(0)

@@ -6,6 +6,7 @@ learns "red means circle" and fails on the objects of another colour. Rotating t
 training images makes shape the cue that always works (mmdetection's ``PhotoMetricDistortion``
 has the same ``hue_delta`` knob, in OpenCV's half-degree units).
 """
+
 from __future__ import annotations
 
 import cv2

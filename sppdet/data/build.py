@@ -1,4 +1,5 @@
 """``build_dataset(cfg, split)``: the one place the config chooses a dataset reader."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,8 +47,10 @@ def build_dataset(cfg: Config, split: str) -> DetectionDataset:
             return load_voc(root, voc_split, classes, name=f"{root.name}/{voc_split or 'all'}")
         except DataError as e:
             if "unknown class" in str(e) and not d.classes:
-                raise DataError(f"{e} -- data.classes is empty, so the 20 VOC classes are expected; "
-                                f"list this dataset's classes in data.classes") from None
+                raise DataError(
+                    f"{e} -- data.classes is empty, so the 20 VOC classes are expected; "
+                    f"list this dataset's classes in data.classes"
+                ) from None
             raise
     if d.format == "coco":
         ann_field, img_field = ("train_ann", "train_images") if split == "train" else ("test_ann", "test_images")

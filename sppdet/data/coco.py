@@ -19,6 +19,7 @@ Errors (:class:`DataError`, naming the file and the key): unreadable json; missi
 duplicate image, annotation or category ids; an annotation pointing to an unknown image or
 category; a bbox that is not four numbers; an image file that does not exist.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -88,8 +89,11 @@ def _read_json(path: Path) -> Dict:
         if a["category_id"] not in cat_ids:
             raise DataError(f"{path}: annotations[{i}]: category_id {a['category_id']!r} is not in 'categories'")
         bbox = a["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
+        if not (
+            isinstance(bbox, list)
+            and len(bbox) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+        ):
             raise DataError(f"{path}: annotations[{i}]: 'bbox' must be 4 numbers [x, y, w, h], got {bbox!r}")
     return data
 
@@ -105,8 +109,9 @@ def _coco_index(data: Dict):
     return coco
 
 
-def load_coco(ann_file: PathLike, image_dir: PathLike, name: Optional[str] = None,
-              class_names: Optional[Sequence[str]] = None) -> DetectionDataset:
+def load_coco(
+    ann_file: PathLike, image_dir: PathLike, name: Optional[str] = None, class_names: Optional[Sequence[str]] = None
+) -> DetectionDataset:
     """Load a COCO instances json and its image folder.
 
     Args:
@@ -133,14 +138,20 @@ def load_coco(ann_file: PathLike, image_dir: PathLike, name: Optional[str] = Non
     records = []
     for img in data["images"]:
         records.append(_make_record(coco, img, image_dir, cat_to_label, ann_file, issues))
-    meta = {"format": "coco", "ann_file": str(ann_file), "image_dir": str(image_dir),
-            "issues": {k: issues.get(k, 0) for k in ("clipped_boxes", "dropped_boxes", "other_categories")}}
-    return DetectionDataset(records, [c["name"] for c in cats], name or ann_file.stem,
-                            category_ids=category_ids, meta=meta)
+    meta = {
+        "format": "coco",
+        "ann_file": str(ann_file),
+        "image_dir": str(image_dir),
+        "issues": {k: issues.get(k, 0) for k in ("clipped_boxes", "dropped_boxes", "other_categories")},
+    }
+    return DetectionDataset(
+        records, [c["name"] for c in cats], name or ann_file.stem, category_ids=category_ids, meta=meta
+    )
 
 
-def _make_record(coco, img: Dict, image_dir: Path, cat_to_label: Dict[int, int], ann_file: Path,
-                 issues: Counter) -> ImageRecord:
+def _make_record(
+    coco, img: Dict, image_dir: Path, cat_to_label: Dict[int, int], ann_file: Path, issues: Counter
+) -> ImageRecord:
     file_name = image_dir / str(img["file_name"])
     if not file_name.is_file():
         raise DataError(f"{ann_file}: image {img['id']!r}: file {file_name} not found")
@@ -156,18 +167,28 @@ def _make_record(coco, img: Dict, image_dir: Path, cat_to_label: Dict[int, int],
     clipped = clip_boxes(box, width, height)
     issues["clipped_boxes"] += int((finite & (box != clipped).any(axis=1)).sum())
     valid = finite & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
-    dropped = [f"annotation {a['id']}: " + (f"bbox {a['bbox']} is empty inside the {width}x{height} image"
-                                            if ok else "non-finite bbox")
-               for a, ok, v in zip(kept, finite, valid) if not v]
+    dropped = [
+        f"annotation {a['id']}: "
+        + (f"bbox {a['bbox']} is empty inside the {width}x{height} image" if ok else "non-finite bbox")
+        for a, ok, v in zip(kept, finite, valid)
+        if not v
+    ]
     boxes = clipped[valid]
     labels = [cat_to_label[a["category_id"]] for a, v in zip(kept, valid) if v]
     crowd = [bool(a.get("iscrowd", 0)) for a, v in zip(kept, valid) if v]
     if dropped:
         issues["dropped_boxes"] += len(dropped)
-        warnings.warn(f"{ann_file}: image {img['id']}: dropped {'; '.join(dropped)}",
-                      DataWarning, stacklevel=3)
-    return ImageRecord(str(img["id"]), str(file_name), width, height, np.array(boxes, dtype=np.float32),
-                       labels, iscrowd=crowd, coco_id=int(img["id"]))
+        warnings.warn(f"{ann_file}: image {img['id']}: dropped {'; '.join(dropped)}", DataWarning, stacklevel=3)
+    return ImageRecord(
+        str(img["id"]),
+        str(file_name),
+        width,
+        height,
+        np.array(boxes, dtype=np.float32),
+        labels,
+        iscrowd=crowd,
+        coco_id=int(img["id"]),
+    )
 
 
 def label_to_category_id(dataset: DetectionDataset, label: int) -> int:

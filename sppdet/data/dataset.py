@@ -4,6 +4,7 @@ A :class:`DetectionDataset` is a list of :class:`ImageRecord` plus the class lis
 (``voc.py``, ``coco.py``) build it; proposals, training and evaluation consume it. It holds
 annotations only, never pixels: images are read on demand with :func:`sppdet.data.image_io.read_image`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -80,8 +81,14 @@ class DetectionDataset:
     ``k`` to the original category id at ``category_ids[k-1]``, so results can be written back.
     """
 
-    def __init__(self, records: Sequence[ImageRecord], class_names: Sequence[str], name: str = "",
-                 category_ids: Optional[Sequence[int]] = None, meta: Optional[Dict] = None) -> None:
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        class_names: Sequence[str],
+        name: str = "",
+        category_ids: Optional[Sequence[int]] = None,
+        meta: Optional[Dict] = None,
+    ) -> None:
         self.records: List[ImageRecord] = list(records)
         self.class_names: List[str] = list(class_names)
         self.name = name
@@ -123,8 +130,9 @@ class DetectionDataset:
 
     def subset(self, image_ids: Sequence[str]) -> "DetectionDataset":
         """A dataset holding only these ids, in this order."""
-        return DetectionDataset([self.get(i) for i in image_ids], self.class_names, self.name,
-                                self.category_ids, self.meta)
+        return DetectionDataset(
+            [self.get(i) for i in image_ids], self.class_names, self.name, self.category_ids, self.meta
+        )
 
     def label_of(self, class_name: str) -> int:
         """Label 1..K of a class name."""

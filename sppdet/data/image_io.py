@@ -20,6 +20,7 @@ hold. The choices, made once here:
   naming the file. A JPEG whose data stops before its end-of-image marker counts as
   truncated (some libjpeg builds would silently decode it with a grey bottom).
 """
+
 from __future__ import annotations
 
 import io
@@ -32,7 +33,7 @@ import numpy as np
 
 # OpenCV's own decoder limit (default 2**30 pixels); our header check runs first, this only
 # backs it up for formats whose header we do not parse. Must be set before cv2 decodes.
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2 ** 30))
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2**30))
 import cv2  # noqa: E402
 
 from ..errors import DataError  # noqa: E402
@@ -114,8 +115,10 @@ def _header_size(path: Path) -> Tuple[Optional[str], Optional[Tuple[int, int]]]:
 
 def _check_pixels(path: Path, width: int, height: int, max_pixels: Optional[int]) -> None:
     if max_pixels and width * height > max_pixels:
-        raise DataError(f"{path}: image is {width}x{height} = {width * height / 1e6:.0f} megapixels, "
-                        f"more than the limit of {max_pixels / 1e6:.0f} (input.max_image_pixels)")
+        raise DataError(
+            f"{path}: image is {width}x{height} = {width * height / 1e6:.0f} megapixels, "
+            f"more than the limit of {max_pixels / 1e6:.0f} (input.max_image_pixels)"
+        )
 
 
 def _decode(path: Path, data: bytes) -> np.ndarray:

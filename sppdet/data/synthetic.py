@@ -29,6 +29,7 @@ regenerated. A second call with the same
 parameters returns at once. Image ``i`` depends only on ``(seed, i)``; the bytes are the same
 on every run with the same OpenCV / scikit-image versions.
 """
+
 from __future__ import annotations
 
 import functools
@@ -63,8 +64,21 @@ MANIFEST = "sppdet_sample.json"
 _HUES = {"circle": 0, "square": 112, "triangle": 60, "star": 26, "cross": 148}  # OpenCV hue 0..179
 # Photos shipped as files inside the scikit-image package (skimage/data/), read with OpenCV
 # (importing skimage.io would cost a second). Licences: skimage/data/README.txt.
-_PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "ihc.png", "hubble_deep_field.jpg",
-           "brick.png", "grass.png", "gravel.png", "camera.png", "moon.png", "text.png", "color.png")
+_PHOTOS = (
+    "astronaut.png",
+    "coffee.png",
+    "chelsea.png",
+    "rocket.jpg",
+    "ihc.png",
+    "hubble_deep_field.jpg",
+    "brick.png",
+    "grass.png",
+    "gravel.png",
+    "camera.png",
+    "moon.png",
+    "text.png",
+    "color.png",
+)
 _MIN_SIZE, _MAX_FRAC = 20.0, 0.8
 _ALPHA_VISIBLE = 64  # mask value (of 255) from which a pixel counts as showing the object
 _SHIFT = 4  # cv2 sub-pixel bits
@@ -99,7 +113,7 @@ def _procedural(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     if kind == 0:  # linear gradient between two colours, with mottling
         a = rng.uniform(0, 2 * math.pi)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        t = (xx * math.cos(a) + yy * math.sin(a))
+        t = xx * math.cos(a) + yy * math.sin(a)
         t = (t - t.min()) / max(float(np.ptp(t)), 1.0)
         c0, c1 = rng.uniform(0, 255, 3).astype(np.float32), rng.uniform(0, 255, 3).astype(np.float32)
         img = c0 + t[:, :, None] * (c1 - c0)
@@ -124,7 +138,7 @@ def _photo_crop(rng: np.random.Generator, photo: np.ndarray, w: int, h: int) -> 
     scale = rng.uniform(0.4, 1.0) * min(pw / w, ph / h)
     cw, ch = max(8, int(w * scale)), max(8, int(h * scale))
     x0, y0 = int(rng.integers(0, pw - cw + 1)), int(rng.integers(0, ph - ch + 1))
-    crop = cv2.resize(photo[y0:y0 + ch, x0:x0 + cw], (w, h), interpolation=cv2.INTER_AREA)
+    crop = cv2.resize(photo[y0 : y0 + ch, x0 : x0 + cw], (w, h), interpolation=cv2.INTER_AREA)
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
     img = crop.astype(np.float32) * rng.uniform(0.7, 1.2) + rng.uniform(-30, 30)
@@ -148,8 +162,7 @@ def _background(rng: np.random.Generator, photos: Sequence[np.ndarray], w: int, 
         text = "".join(chr(int(c)) for c in rng.integers(65, 91, int(rng.integers(3, 9))))
         org = (int(rng.integers(0, w // 2)), int(rng.integers(20, h)))
         color = tuple(int(v) for v in rng.integers(0, 256, 3))
-        cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, float(rng.uniform(0.4, 1.2)), color, 1,
-                    cv2.LINE_AA)
+        cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, float(rng.uniform(0.4, 1.2)), color, 1, cv2.LINE_AA)
     return img
 
 
@@ -176,8 +189,23 @@ def _unit_shape(cls: str, rng: np.random.Generator) -> Tuple[np.ndarray, float]:
         return np.stack([r * np.cos(t), r * np.sin(t)], 1), rng.uniform(-0.3, 0.3)
     if cls == "cross":
         a = rng.uniform(0.28, 0.4)
-        pts = np.array([[-a, -1], [a, -1], [a, -a], [1, -a], [1, a], [a, a], [a, 1], [-a, 1],
-                        [-a, a], [-1, a], [-1, -a], [-a, -a]], dtype=np.float64)
+        pts = np.array(
+            [
+                [-a, -1],
+                [a, -1],
+                [a, -a],
+                [1, -a],
+                [1, a],
+                [a, a],
+                [a, 1],
+                [-a, 1],
+                [-a, a],
+                [-1, a],
+                [-1, -a],
+                [-a, -a],
+            ],
+            dtype=np.float64,
+        )
         return pts, rng.uniform(-0.35, 0.35)
     raise ValueError(cls)
 
@@ -269,8 +297,17 @@ def _place_objects(rng: np.random.Generator, w: int, h: int) -> List[Dict]:
                 continue  # would hide too much of an earlier object
             for o, vis in zip(objects, after):
                 o["visible"] = vis
-            objects.append({"label": label, "cls": cls, "mask": mask, "poly": poly, "outline": outline,
-                            "visible": cover, "area": area})
+            objects.append(
+                {
+                    "label": label,
+                    "cls": cls,
+                    "mask": mask,
+                    "poly": poly,
+                    "outline": outline,
+                    "visible": cover,
+                    "area": area,
+                }
+            )
             break
     return objects
 
@@ -288,8 +325,9 @@ def _draw_object(img: np.ndarray, o: Dict, rng: np.random.Generator) -> None:
         _paint(img, edge, colour * rng.uniform(0.3, 0.6), rng)
 
 
-def render_sample_image(seed: int, index: int, image_size: Tuple[int, int] = (320, 240),
-                        photos: Optional[Sequence[np.ndarray]] = None) -> Tuple[np.ndarray, Dict]:
+def render_sample_image(
+    seed: int, index: int, image_size: Tuple[int, int] = (320, 240), photos: Optional[Sequence[np.ndarray]] = None
+) -> Tuple[np.ndarray, Dict]:
     """Draw image ``index`` of the set with ``seed``: (RGB uint8 image, annotation dict).
 
     The annotation dict holds ``boxes`` (N, 4) ours (integers), ``labels`` (1..K), ``difficult``
@@ -313,8 +351,12 @@ def render_sample_image(seed: int, index: int, image_size: Tuple[int, int] = (32
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.4, 0.9))
     noise = rng.standard_normal(img.shape, dtype=np.float32) * rng.uniform(0, 6)
     img = np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
-    ann = {"boxes": np.array(boxes, dtype=np.float32).reshape(-1, 4), "labels": np.array(labels, np.int64),
-           "difficult": np.array(difficult, bool), "truncated": np.array(truncated, bool)}
+    ann = {
+        "boxes": np.array(boxes, dtype=np.float32).reshape(-1, 4),
+        "labels": np.array(labels, np.int64),
+        "difficult": np.array(difficult, bool),
+        "truncated": np.array(truncated, bool),
+    }
     return img, ann
 
 
@@ -343,34 +385,61 @@ def _box_side(cover: np.ndarray) -> int:
 
 
 def _params(num_train: int, num_test: int, seed: int, image_size: Tuple[int, int], photos: bool) -> Dict:
-    return {"generator_version": GENERATOR_VERSION, "num_train": int(num_train), "num_test": int(num_test),
-            "seed": int(seed), "image_size": [int(image_size[0]), int(image_size[1])],
-            "backgrounds": "skimage-photos+procedural" if photos else "procedural",
-            "classes": list(SAMPLE_CLASSES)}
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "num_train": int(num_train),
+        "num_test": int(num_test),
+        "seed": int(seed),
+        "image_size": [int(image_size[0]), int(image_size[1])],
+        "backgrounds": "skimage-photos+procedural" if photos else "procedural",
+        "classes": list(SAMPLE_CLASSES),
+    }
 
 
 def _info(out: Path, params: Dict, num_objects: int, generated: bool, seconds: float) -> Dict:
-    return {"out_dir": str(out), "voc_root": str(out / "voc"), "image_dir": str(out / "voc" / "JPEGImages"),
-            "coco_train_ann": str(out / "coco" / "annotations" / "instances_train.json"),
-            "coco_test_ann": str(out / "coco" / "annotations" / "instances_test.json"),
-            "class_names": list(SAMPLE_CLASSES), "num_train": params["num_train"],
-            "num_test": params["num_test"], "seed": params["seed"], "image_size": params["image_size"],
-            "num_objects": num_objects, "generated": generated, "seconds": round(seconds, 3)}
+    return {
+        "out_dir": str(out),
+        "voc_root": str(out / "voc"),
+        "image_dir": str(out / "voc" / "JPEGImages"),
+        "coco_train_ann": str(out / "coco" / "annotations" / "instances_train.json"),
+        "coco_test_ann": str(out / "coco" / "annotations" / "instances_test.json"),
+        "class_names": list(SAMPLE_CLASSES),
+        "num_train": params["num_train"],
+        "num_test": params["num_test"],
+        "seed": params["seed"],
+        "image_size": params["image_size"],
+        "num_objects": num_objects,
+        "generated": generated,
+        "seconds": round(seconds, 3),
+    }
 
 
 def _coco_json(records: Sequence[ImageRecord], split: str) -> Dict:
     images, anns = [], []
     for r in records:
-        images.append({"id": int(r.image_id), "file_name": Path(r.file_name).name,
-                       "width": r.width, "height": r.height})
+        images.append(
+            {"id": int(r.image_id), "file_name": Path(r.file_name).name, "width": r.width, "height": r.height}
+        )
         for k in range(r.num_objects):
             x, y, bw, bh = (float(v) for v in xyxy_to_xywh(r.boxes[k]))
-            anns.append({"id": len(anns) + 1, "image_id": int(r.image_id), "category_id": int(r.labels[k]),
-                         "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": int(r.difficult[k]),
-                         "segmentation": [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]]})
-    return {"info": {"description": f"sppdet generated sample set ({split})", "version": str(GENERATOR_VERSION)},
-            "licenses": [], "images": images, "annotations": anns,
-            "categories": [{"id": k + 1, "name": n, "supercategory": "shape"} for k, n in enumerate(SAMPLE_CLASSES)]}
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": int(r.image_id),
+                    "category_id": int(r.labels[k]),
+                    "bbox": [x, y, bw, bh],
+                    "area": bw * bh,
+                    "iscrowd": int(r.difficult[k]),
+                    "segmentation": [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]],
+                }
+            )
+    return {
+        "info": {"description": f"sppdet generated sample set ({split})", "version": str(GENERATOR_VERSION)},
+        "licenses": [],
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": k + 1, "name": n, "supercategory": "shape"} for k, n in enumerate(SAMPLE_CLASSES)],
+    }
 
 
 def _write_set(tmp: Path, params: Dict, photos: Sequence[np.ndarray]) -> int:
@@ -387,8 +456,16 @@ def _write_set(tmp: Path, params: Dict, photos: Sequence[np.ndarray]) -> int:
         if not ok:
             raise DataError(f"{file_name}: JPEG encoding failed")
         buf.tofile(str(file_name))  # plain write: the whole temp folder is the atomic unit
-        rec = ImageRecord(image_id, str(file_name), img.shape[1], img.shape[0], ann["boxes"], ann["labels"],
-                          ann["difficult"], ann["truncated"])
+        rec = ImageRecord(
+            image_id,
+            str(file_name),
+            img.shape[1],
+            img.shape[0],
+            ann["boxes"],
+            ann["labels"],
+            ann["difficult"],
+            ann["truncated"],
+        )
         xml = voc_annotation_text(rec, SAMPLE_CLASSES, database="sppdet sample")
         (voc / "Annotations" / f"{image_id}.xml").write_text(xml, encoding="utf-8")
         records.append(rec)
@@ -411,9 +488,14 @@ def _existing_manifest(out: Path) -> Optional[Dict]:
         return None
 
 
-def generate_sample_dataset(out_dir: PathLike = "data/sample", num_train: int = 160, num_test: int = 160,
-                            seed: int = 0, image_size: Tuple[int, int] = (320, 240),
-                            force: bool = False) -> Dict:
+def generate_sample_dataset(
+    out_dir: PathLike = "data/sample",
+    num_train: int = 160,
+    num_test: int = 160,
+    seed: int = 0,
+    image_size: Tuple[int, int] = (320, 240),
+    force: bool = False,
+) -> Dict:
     """Generate the sample set under ``out_dir`` (skipped when already there with these parameters).
 
     Args:
@@ -436,13 +518,13 @@ def generate_sample_dataset(out_dir: PathLike = "data/sample", num_train: int = 
     params = _params(num_train, num_test, seed, image_size, bool(photos))
     manifest = _existing_manifest(out)
     n_images = len(list((out / "voc" / "JPEGImages").glob("*.jpg"))) if manifest else 0
-    if manifest is not None and manifest.get("params") == params and not force \
-            and n_images == num_train + num_test:
+    if manifest is not None and manifest.get("params") == params and not force and n_images == num_train + num_test:
         log.info("sample set already complete in %s", out)
         return _info(out, params, int(manifest.get("num_objects", 0)), False, time.time() - t0)
     if out.exists() and manifest is None and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{out}: exists and is not an sppdet sample set (no {MANIFEST}); "
-                        f"remove it or choose another output folder")
+        raise DataError(
+            f"{out}: exists and is not an sppdet sample set (no {MANIFEST}); remove it or choose another output folder"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the renamed set should read like any folder

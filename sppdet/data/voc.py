@@ -38,6 +38,7 @@ malformed XML                           :class:`DataError` naming file and line
 
 A 1x1 box (``xmin == xmax``) is one pixel in VOC's convention, so it is valid and kept.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,9 +61,26 @@ PathLike = Union[str, os.PathLike]
 
 #: The 20 PASCAL VOC classes in the standard order (label k is VOC_CLASSES[k-1]).
 VOC_CLASSES: Tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
@@ -130,8 +148,7 @@ class _ClassLookup:
     def __init__(self, class_names: Sequence[str]) -> None:
         self.exact = {n.strip(): k + 1 for k, n in enumerate(class_names)}
         folded = Counter(n.strip().lower() for n in class_names)
-        self.folded = {n.strip().lower(): k + 1 for k, n in enumerate(class_names)
-                       if folded[n.strip().lower()] == 1}
+        self.folded = {n.strip().lower(): k + 1 for k, n in enumerate(class_names) if folded[n.strip().lower()] == 1}
 
     def __call__(self, name: str) -> Optional[int]:
         name = name.strip()
@@ -154,8 +171,14 @@ def _find_image(root: Path, image_id: str, filename: Optional[str]) -> Path:
     raise DataError(f"{folder}: no image for id '{image_id}' (tried {', '.join(dict.fromkeys(tried))})")
 
 
-def _parse_annotation(xml_path: PathLike, root: PathLike, lookup: "_ClassLookup", issues: Counter,
-                  skip_unknown: bool = False, size_notes: Optional[List[str]] = None) -> ImageRecord:
+def _parse_annotation(
+    xml_path: PathLike,
+    root: PathLike,
+    lookup: "_ClassLookup",
+    issues: Counter,
+    skip_unknown: bool = False,
+    size_notes: Optional[List[str]] = None,
+) -> ImageRecord:
     """Read one annotation file into an :class:`ImageRecord` (policy: module docstring).
 
     A stated ``<size>`` that differs from the image is noted in ``size_notes`` (when given).
@@ -171,8 +194,9 @@ def _parse_annotation(xml_path: PathLike, root: PathLike, lookup: "_ClassLookup"
     if declared != (width, height):
         issues["size_mismatch"] += 1
         if declared[0] > 0 and declared[1] > 0 and size_notes is not None:  # wrong, not just missing
-            size_notes.append(f"{xml_path}: <size> says {declared[0]}x{declared[1]} but "
-                              f"{file_name.name} is {width}x{height}")
+            size_notes.append(
+                f"{xml_path}: <size> says {declared[0]}x{declared[1]} but {file_name.name} is {width}x{height}"
+            )
 
     boxes, labels, difficult, truncated, dropped = [], [], [], [], []
     for i, obj in enumerate(ann.findall("object")):
@@ -182,8 +206,7 @@ def _parse_annotation(xml_path: PathLike, root: PathLike, lookup: "_ClassLookup"
         label = lookup(name)
         if label is None:
             if not skip_unknown:
-                raise DataError(f"{xml_path}: object {i} has unknown class '{name}' "
-                                f"(not in the dataset's class list)")
+                raise DataError(f"{xml_path}: object {i} has unknown class '{name}' (not in the dataset's class list)")
             issues["skipped_unknown"] += 1
             continue
         bnd = obj.find("bndbox")
@@ -195,8 +218,9 @@ def _parse_annotation(xml_path: PathLike, root: PathLike, lookup: "_ClassLookup"
             try:
                 coords.append(float(value))
             except (TypeError, ValueError):
-                raise DataError(f"{xml_path}: object {i} ('{name}'): <{tag}> is "
-                                f"{'missing' if value is None else repr(value)}") from None
+                raise DataError(
+                    f"{xml_path}: object {i} ('{name}'): <{tag}> is {'missing' if value is None else repr(value)}"
+                ) from None
         if not all(math.isfinite(c) for c in coords):
             dropped.append(f"object {i} ('{name}'): non-finite coordinate")
             continue
@@ -215,8 +239,9 @@ def _parse_annotation(xml_path: PathLike, root: PathLike, lookup: "_ClassLookup"
     if dropped:
         issues["dropped_boxes"] += len(dropped)
         warnings.warn(f"{xml_path}: dropped {'; '.join(dropped)}", DataWarning, stacklevel=3)
-    return ImageRecord(image_id, str(file_name), width, height, np.array(boxes, dtype=np.float32),
-                       labels, difficult, truncated)
+    return ImageRecord(
+        image_id, str(file_name), width, height, np.array(boxes, dtype=np.float32), labels, difficult, truncated
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -251,13 +276,17 @@ def _split_ids(root: Path, split: Optional[str]) -> Tuple[List[str], Optional[Pa
     ids = read_split_file(split_file)
     for image_id in ids:
         if not (ann_dir / f"{image_id}.xml").is_file():
-            raise DataError(f"{split_file}: id '{image_id}' has no annotation file "
-                            f"{ann_dir / (image_id + '.xml')}")
+            raise DataError(f"{split_file}: id '{image_id}' has no annotation file {ann_dir / (image_id + '.xml')}")
     return ids, split_file
 
 
-def load_voc(root: PathLike, split: Optional[str] = None, class_names: Optional[Sequence[str]] = None,
-             name: Optional[str] = None, skip_unknown: bool = False) -> DetectionDataset:
+def load_voc(
+    root: PathLike,
+    split: Optional[str] = None,
+    class_names: Optional[Sequence[str]] = None,
+    name: Optional[str] = None,
+    skip_unknown: bool = False,
+) -> DetectionDataset:
     """Load a PASCAL VOC style dataset.
 
     Args:
@@ -279,16 +308,25 @@ def load_voc(root: PathLike, split: Optional[str] = None, class_names: Optional[
     lookup = _ClassLookup(class_names)
     issues: Counter = Counter()
     size_notes: List[str] = []
-    records = [_parse_annotation(root / "Annotations" / f"{i}.xml", root, lookup, issues, skip_unknown,
-                                 size_notes) for i in ids]
+    records = [
+        _parse_annotation(root / "Annotations" / f"{i}.xml", root, lookup, issues, skip_unknown, size_notes)
+        for i in ids
+    ]
     if size_notes:
         more = f" (and {len(size_notes) - 1} more annotation files)" if len(size_notes) > 1 else ""
-        warnings.warn(f"{size_notes[0]}{more}; the image's size is used (if the image was resized after "
-                      "annotation, its boxes are in the wrong pixels)", DataWarning, stacklevel=2)
-    meta = {"format": "voc", "root": str(root), "split": split or "",
-            "split_file": str(split_file) if split_file else "",
-            "issues": {k: issues.get(k, 0) for k in
-                       ("clipped_boxes", "dropped_boxes", "size_mismatch", "skipped_unknown")}}
+        warnings.warn(
+            f"{size_notes[0]}{more}; the image's size is used (if the image was resized after "
+            "annotation, its boxes are in the wrong pixels)",
+            DataWarning,
+            stacklevel=2,
+        )
+    meta = {
+        "format": "voc",
+        "root": str(root),
+        "split": split or "",
+        "split_file": str(split_file) if split_file else "",
+        "issues": {k: issues.get(k, 0) for k in ("clipped_boxes", "dropped_boxes", "size_mismatch", "skipped_unknown")},
+    }
     return DetectionDataset(records, class_names, name or f"{root.name}/{split or 'all'}", meta=meta)
 
 
@@ -300,14 +338,20 @@ def _fmt(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:.2f}".rstrip("0").rstrip(".")
 
 
-def write_voc_annotation(path: PathLike, record: ImageRecord, class_names: Sequence[str],
-                         folder: str = "JPEGImages", database: str = "sppdet") -> None:
+def write_voc_annotation(
+    path: PathLike,
+    record: ImageRecord,
+    class_names: Sequence[str],
+    folder: str = "JPEGImages",
+    database: str = "sppdet",
+) -> None:
     """Write ``record`` as a standard VOC annotation XML (atomically); see :func:`voc_annotation_text`."""
     save_text(voc_annotation_text(record, class_names, folder, database), path)
 
 
-def voc_annotation_text(record: ImageRecord, class_names: Sequence[str], folder: str = "JPEGImages",
-                        database: str = "sppdet") -> str:
+def voc_annotation_text(
+    record: ImageRecord, class_names: Sequence[str], folder: str = "JPEGImages", database: str = "sppdet"
+) -> str:
     """A standard VOC annotation XML for ``record``.
 
     Boxes are converted back to 1-based inclusive indices (:func:`~sppdet.structures.xyxy_to_voc`);

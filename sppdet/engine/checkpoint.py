@@ -10,6 +10,7 @@ A checkpoint is a dict of tensors and plain values (loadable with ``weights_only
 
 So ``tools/detect.py`` and ``tools/eval.py`` need only ``--weights``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,7 +19,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..config import Config, config_from_dict, config_to_dict, apply_overrides
+from ..config import Config, apply_overrides, config_from_dict, config_to_dict
 from ..errors import CheckpointError
 from ..fileio import torch_load, torch_save
 
@@ -26,9 +27,17 @@ FORMAT = "sppdet-checkpoint"
 VERSION = 1
 
 
-def save_checkpoint(path: Union[str, Path], *, model: torch.nn.Module, cfg: Config,
-                    class_names: Sequence[str], iteration: int = 0, optimizer=None, scheduler=None,
-                    extras: Optional[Dict[str, Any]] = None) -> None:
+def save_checkpoint(
+    path: Union[str, Path],
+    *,
+    model: torch.nn.Module,
+    cfg: Config,
+    class_names: Sequence[str],
+    iteration: int = 0,
+    optimizer=None,
+    scheduler=None,
+    extras: Optional[Dict[str, Any]] = None,
+) -> None:
     """Write a checkpoint atomically (temp file + rename)."""
     state = {
         "format": FORMAT,
@@ -76,8 +85,10 @@ def restore_model(model: torch.nn.Module, state: Dict[str, Any], path: Union[str
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         detail = first[1].strip() if len(first) > 1 else first[0]
-        raise CheckpointError(f"{path}: weights do not match the model built from the config "
-                              f"(another config or class list?): {detail[:200]}") from e
+        raise CheckpointError(
+            f"{path}: weights do not match the model built from the config "
+            f"(another config or class list?): {detail[:200]}"
+        ) from e
 
 
 def restore_rng(state: Dict[str, Any]) -> None:
@@ -92,8 +103,9 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def load_model_from_checkpoint(path: Union[str, Path], overrides: Sequence[str] = (),
-                               device: Union[str, torch.device] = "cpu") -> Tuple[torch.nn.Module, Config, list, Dict]:
+def load_model_from_checkpoint(
+    path: Union[str, Path], overrides: Sequence[str] = (), device: Union[str, torch.device] = "cpu"
+) -> Tuple[torch.nn.Module, Config, list, Dict]:
     """Build the detector a checkpoint describes and load its weights (eval mode)."""
     from ..modeling.detector import build_detector
 

@@ -6,6 +6,7 @@ permutation per epoch. So a run resumed at iteration ``t`` sees exactly the samp
 uninterrupted run would, whatever the number of loader workers; under torchrun each rank
 takes every ``world_size``-th sample of the same stream.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -15,10 +16,10 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..config import Config
-from ..errors import ConfigError
 from ..data.augment import rotate_hue
 from ..data.dataset import DetectionDataset
 from ..data.image_io import read_image
+from ..errors import ConfigError
 from ..modeling.features import collate_images, prepare_image
 from ..modeling.sampler import sample_windows
 from ..structures import BoxCoder, hflip_boxes
@@ -97,14 +98,30 @@ class WindowDataset(Dataset):
         if flip:
             gt = hflip_boxes(gt, w)
             props = hflip_boxes(props, w)
-        s = sample_windows(props, gt, labels, self.box_coder, tc.rois_per_image, tc.fg_fraction,
-                           tc.fg_iou, tc.bg_iou_low, tc.bg_iou_high, generator=g)
+        s = sample_windows(
+            props,
+            gt,
+            labels,
+            self.box_coder,
+            tc.rois_per_image,
+            tc.fg_fraction,
+            tc.fg_iou,
+            tc.bg_iou_low,
+            tc.bg_iou_high,
+            generator=g,
+        )
         if tc.hue_jitter > 0 and torch.rand(1, generator=g).item() < tc.hue_jitter_prob:
             turn = (2.0 * torch.rand(1, generator=g).item() - 1.0) * tc.hue_jitter
             image = rotate_hue(image, turn)
         tensors, factors = prepare_image(image, [scale], self.cfg.input.max_size, self.normalization, flip)
-        return {"image": (tensors, factors), "size": (h, w), "boxes": s.boxes, "labels": s.labels,
-                "targets": s.targets, "image_id": rec.image_id}
+        return {
+            "image": (tensors, factors),
+            "size": (h, w),
+            "boxes": s.boxes,
+            "labels": s.labels,
+            "targets": s.targets,
+            "image_id": rec.image_id,
+        }
 
 
 def make_collate(size_divisible: int):
@@ -112,8 +129,9 @@ def make_collate(size_divisible: int):
 
     def collate(samples: List[Dict]):
         batch = collate_images([s["image"] for s in samples], [s["size"] for s in samples], size_divisible)
-        rois = torch.cat([torch.cat([torch.full((len(s["boxes"]), 1), float(i)), s["boxes"]], 1)
-                          for i, s in enumerate(samples)], 0)
+        rois = torch.cat(
+            [torch.cat([torch.full((len(s["boxes"]), 1), float(i)), s["boxes"]], 1) for i, s in enumerate(samples)], 0
+        )
         labels = torch.cat([s["labels"] for s in samples])
         targets = torch.cat([s["targets"] for s in samples])
         return batch, rois, labels, targets
@@ -121,9 +139,18 @@ def make_collate(size_divisible: int):
     return collate
 
 
-def build_train_loader(dataset: DetectionDataset, proposals, cfg: Config, normalization: str,
-                       size_divisible: int, start_iter: int = 0, rank: int = 0, world_size: int = 1,
-                       ims_per_batch: Optional[int] = None, start_sample: Optional[int] = None):
+def build_train_loader(
+    dataset: DetectionDataset,
+    proposals,
+    cfg: Config,
+    normalization: str,
+    size_divisible: int,
+    start_iter: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    ims_per_batch: Optional[int] = None,
+    start_sample: Optional[int] = None,
+):
     """An infinite DataLoader of this rank's training batches (``ims_per_batch`` images each).
 
     The stream starts at global position ``start_sample`` (samples consumed by all ranks so
@@ -139,6 +166,12 @@ def build_train_loader(dataset: DetectionDataset, proposals, cfg: Config, normal
     stream = SampleStream(len(dataset), cfg.train.seed, start=start, rank=rank, world_size=world_size)
     ds = WindowDataset(dataset, proposals, cfg, normalization)
     workers = max(0, cfg.train.workers)
-    return DataLoader(ds, batch_size=ipb, sampler=stream, collate_fn=make_collate(size_divisible),
-                      num_workers=workers, persistent_workers=False,
-                      prefetch_factor=2 if workers else None)
+    return DataLoader(
+        ds,
+        batch_size=ipb,
+        sampler=stream,
+        collate_fn=make_collate(size_divisible),
+        num_workers=workers,
+        persistent_workers=False,
+        prefetch_factor=2 if workers else None,
+    )

@@ -1,4 +1,5 @@
 """The one-command demo: sample data -> proposals -> train -> detect -> evaluate."""
+
 from __future__ import annotations
 
 import logging
@@ -11,9 +12,14 @@ from ..config import load_config
 log = logging.getLogger("sppdet.demo")
 
 
-def run_demo(config: str = "configs/sample_tiny.yaml", data_dir: str = "data/sample",
-             overrides: Sequence[str] = (), num_detect_images: int = 6, num_train: int = 160,
-             num_test: int = 160) -> Dict:
+def run_demo(
+    config: str = "configs/sample_tiny.yaml",
+    data_dir: str = "data/sample",
+    overrides: Sequence[str] = (),
+    num_detect_images: int = 6,
+    num_train: int = 160,
+    num_test: int = 160,
+) -> Dict:
     """Run the whole pipeline on the generated sample set; returns a summary dict."""
     from ..data.build import build_dataset
     from ..data.synthetic import generate_sample_dataset
@@ -54,8 +60,14 @@ def run_demo(config: str = "configs/sample_tiny.yaml", data_dir: str = "data/sam
     metrics = evaluate_checkpoint(summary["checkpoint"], str(out))
     timings["evaluate"] = time.time() - t
     timings["total"] = time.time() - t0
-    return {"mAP": metrics["mAP"], "metrics": metrics, "timings": timings, "checkpoint": summary["checkpoint"],
-            "detect_dir": str(out / "detect"), "report": str(out / "eval" / "report.html")}
+    return {
+        "mAP": metrics["mAP"],
+        "metrics": metrics,
+        "timings": timings,
+        "checkpoint": summary["checkpoint"],
+        "detect_dir": str(out / "detect"),
+        "report": str(out / "eval" / "report.html"),
+    }
 
 
 def _set_aside_other_model(cfg, out: Path) -> None:

@@ -21,6 +21,7 @@ Under ``torchrun`` the input files are sharded over the ranks (rank ``r`` of ``w
 streaming, into ``detections.json`` (and the other result files). ``detections.json`` is then
 written only at the end. The output folder must be visible to every rank.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,8 +64,7 @@ def expand_inputs(paths: Sequence[str]) -> List[Path]:
         elif path.exists():
             found = [path]
         elif any(c in p for c in "*?["):
-            found = sorted(Path(f) for f in glob.glob(p, recursive=True)
-                           if Path(f).suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(Path(f) for f in glob.glob(p, recursive=True) if Path(f).suffix.lower() in IMAGE_EXTENSIONS)
             if not found:
                 raise SppdetError(f"--input {p}: pattern matches no image files")
         else:
@@ -117,8 +117,9 @@ class DetectSummary:
 class ProposalSource:
     """Proposals for an input image: from a file (matched by image id = file stem) or computed."""
 
-    def __init__(self, cfg, proposals_file: Optional[str], method: str, cache_dir: Path,
-                 allow_pickle: bool = False) -> None:
+    def __init__(
+        self, cfg, proposals_file: Optional[str], method: str, cache_dir: Path, allow_pickle: bool = False
+    ) -> None:
         self.cfg = cfg
         self.method = method
         self.cache_dir = cache_dir
@@ -141,8 +142,10 @@ class ProposalSource:
         from ..proposals.build import compute_proposals
 
         pc = self.cfg.proposals
-        key = hashlib.sha1(image.tobytes() + f"{image.shape}{self.method}{pc.max_per_image}{pc.max_side}"
-                           f"{pc.min_size}{pc.edge_model}".encode()).hexdigest()
+        key = hashlib.sha1(
+            image.tobytes()
+            + f"{image.shape}{self.method}{pc.max_per_image}{pc.max_side}{pc.min_size}{pc.edge_model}".encode()
+        ).hexdigest()
         cache = self.cache_dir / f"{key}.npy"
         if cache.is_file():
             try:
@@ -171,11 +174,17 @@ class ResultLog:
         self._file = open(self.path, "w", encoding="utf-8")  # scratch file, never an output
 
     def add(self, image_id: str, file_name: str, width: int, height: int, dets) -> None:
-        line = json.dumps({
-            "image_id": image_id, "file_name": file_name, "width": int(width), "height": int(height),
-            "boxes": np.asarray(dets.boxes, dtype=np.float32).reshape(-1, 4).tolist(),
-            "scores": np.asarray(dets.scores, dtype=np.float32).tolist(),
-            "labels": np.asarray(dets.labels, dtype=np.int64).tolist()})
+        line = json.dumps(
+            {
+                "image_id": image_id,
+                "file_name": file_name,
+                "width": int(width),
+                "height": int(height),
+                "boxes": np.asarray(dets.boxes, dtype=np.float32).reshape(-1, 4).tolist(),
+                "scores": np.asarray(dets.scores, dtype=np.float32).tolist(),
+                "labels": np.asarray(dets.labels, dtype=np.int64).tolist(),
+            }
+        )
         try:
             self._file.write(line + "\n")
         except OSError as e:  # disk full...
@@ -199,16 +208,33 @@ class ResultLog:
         """The sppdet detections json (one image per line)."""
         from ..evaluation.detections import BOX_CONVENTION, FORMAT_NAME, FORMAT_VERSION, _score
 
-        head = json.dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION, "box_convention": BOX_CONVENTION,
-                           "classes": self.class_names})
+        head = json.dumps(
+            {
+                "format": FORMAT_NAME,
+                "version": FORMAT_VERSION,
+                "box_convention": BOX_CONVENTION,
+                "classes": self.class_names,
+            }
+        )
         with atomic_write(path, "w") as f:
             f.write(head[:-1] + ', "images": [')
             for k, e in enumerate(self.entries()):
-                dets = [{"class": self._name(lab), "label": int(lab), "score": _score(sc),
-                         "box": [round(float(v), 3) for v in box]}
-                        for box, sc, lab in zip(e["boxes"], e["scores"], e["labels"])]
-                entry = {"image_id": e["image_id"], "file_name": e["file_name"], "width": e["width"],
-                         "height": e["height"], "detections": dets}
+                dets = [
+                    {
+                        "class": self._name(lab),
+                        "label": int(lab),
+                        "score": _score(sc),
+                        "box": [round(float(v), 3) for v in box],
+                    }
+                    for box, sc, lab in zip(e["boxes"], e["scores"], e["labels"])
+                ]
+                entry = {
+                    "image_id": e["image_id"],
+                    "file_name": e["file_name"],
+                    "width": e["width"],
+                    "height": e["height"],
+                    "detections": dets,
+                }
                 f.write(("\n " if k == 0 else ",\n ") + json.dumps(entry))
             f.write("\n]}\n")
 
@@ -226,8 +252,12 @@ class ResultLog:
                 img = int(e["image_id"]) if numeric else k + 1
                 for box, sc, lab in zip(e["boxes"], e["scores"], e["labels"]):
                     x1, y1, x2, y2 = (float(v) for v in box)
-                    row = {"image_id": img, "category_id": int(lab),
-                           "bbox": [round(v, 3) for v in (x1, y1, x2 - x1, y2 - y1)], "score": _score(sc)}
+                    row = {
+                        "image_id": img,
+                        "category_id": int(lab),
+                        "bbox": [round(v, 3) for v in (x1, y1, x2 - x1, y2 - y1)],
+                        "score": _score(sc),
+                    }
                     f.write(("" if first else ", ") + json.dumps(row))
                     first = False
             f.write("]\n")
@@ -237,20 +267,34 @@ class ResultLog:
         from ..evaluation.detections import _fmt
 
         with contextlib.ExitStack() as stack:
-            files = [stack.enter_context(atomic_write(folder / f"{prefix}_det_{split}_{n}.txt", "w"))
-                     for n in self.class_names]
+            files = [
+                stack.enter_context(atomic_write(folder / f"{prefix}_det_{split}_{n}.txt", "w"))
+                for n in self.class_names
+            ]
             for e in self.entries():
                 for box, sc, lab in zip(e["boxes"], e["scores"], e["labels"]):
                     if 1 <= lab <= len(files):
                         x1, y1, x2, y2 = (float(v) for v in box)
-                        files[lab - 1].write(f"{e['image_id']} {sc:.7g} " +
-                                             " ".join(_fmt(v) for v in (x1 + 1, y1 + 1, x2, y2)) + "\n")
+                        files[lab - 1].write(
+                            f"{e['image_id']} {sc:.7g} " + " ".join(_fmt(v) for v in (x1 + 1, y1 + 1, x2, y2)) + "\n"
+                        )
 
 
-def run_detect(weights: str, inputs: Sequence[str], output_dir: str, proposals_file: Optional[str] = None,
-               proposal_method: str = "edgeboxes", score_thresh: float = 0.5, device: str = "auto",
-               batch: int = 1, allow_pickle: bool = False, coco_json: bool = False, voc_comp4: bool = False,
-               draw: bool = True, overrides: Sequence[str] = ()) -> DetectSummary:
+def run_detect(
+    weights: str,
+    inputs: Sequence[str],
+    output_dir: str,
+    proposals_file: Optional[str] = None,
+    proposal_method: str = "edgeboxes",
+    score_thresh: float = 0.5,
+    device: str = "auto",
+    batch: int = 1,
+    allow_pickle: bool = False,
+    coco_json: bool = False,
+    voc_comp4: bool = False,
+    draw: bool = True,
+    overrides: Sequence[str] = (),
+) -> DetectSummary:
     """Run a checkpoint on image files; see ``tools/detect.py`` for the options."""
     import cv2
     from tqdm import tqdm
@@ -299,14 +343,18 @@ def run_detect(weights: str, inputs: Sequence[str], output_dir: str, proposals_f
                     summary.images += 1
                     summary.detections += len(d.boxes)
                     if draw:
-                        vis = draw_detections(image, d.boxes, d.labels.tolist(), d.scores.tolist(),
-                                              predictor.class_names)
-                        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(vis, cv2.COLOR_RGB2BGR),
-                                               [cv2.IMWRITE_JPEG_QUALITY, 92])
+                        vis = draw_detections(
+                            image, d.boxes, d.labels.tolist(), d.scores.tolist(), predictor.class_names
+                        )
+                        ok, buf = cv2.imencode(
+                            ".jpg", cv2.cvtColor(vis, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92]
+                        )
                         with atomic_write(out / f"{names[i]}.jpg") as f:
                             f.write(buf.tobytes())
-                    say(f"{files[i]}: {len(d.boxes)} detections, {len(props)} proposals, "
-                        f"{t_prop + per_image:.2f} s (proposals {t_prop:.2f} s)")
+                    say(
+                        f"{files[i]}: {len(d.boxes)} detections, {len(props)} proposals, "
+                        f"{t_prop + per_image:.2f} s (proposals {t_prop:.2f} s)"
+                    )
                 del loaded, dets
             bar.update(len(chunk))
             if world == 1 and time.time() - last_refresh > REFRESH_SECONDS:
@@ -330,8 +378,15 @@ def _write_results(out: Path, results: "ResultLog", coco_json: bool, voc_comp4: 
         results.write_comp4(out / "comp4")
 
 
-def _merge_ranks(out: Path, log_file: "ResultLog", files: Sequence[Path], summary: DetectSummary,
-                 class_names: Sequence[str], coco_json: bool, voc_comp4: bool) -> DetectSummary:
+def _merge_ranks(
+    out: Path,
+    log_file: "ResultLog",
+    files: Sequence[Path],
+    summary: DetectSummary,
+    class_names: Sequence[str],
+    coco_json: bool,
+    voc_comp4: bool,
+) -> DetectSummary:
     """Under torchrun: rank 0 merges every rank's scratch file into the result files; every rank
     returns the summary of all ranks (failures in input order)."""
     from types import SimpleNamespace
@@ -351,9 +406,12 @@ def _merge_ranks(out: Path, log_file: "ResultLog", files: Sequence[Path], summar
             merged.close()
     du.barrier()  # rank 0 has read every scratch file: each rank may now remove its own
     sums = [s for _, s in parts]
-    return DetectSummary(images=sum(s.images for s in sums), detections=sum(s.detections for s in sums),
-                         failed=sorted((f for s in sums for f in s.failed), key=lambda f: order.get(f[0], -1)),
-                         seconds=max(s.seconds for s in sums))
+    return DetectSummary(
+        images=sum(s.images for s in sums),
+        detections=sum(s.detections for s in sums),
+        failed=sorted((f for s in sums for f in s.failed), key=lambda f: order.get(f[0], -1)),
+        seconds=max(s.seconds for s in sums),
+    )
 
 
 def _read_log(path: Path) -> Iterator[Dict]:

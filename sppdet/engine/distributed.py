@@ -9,6 +9,7 @@ job started by another launcher that does not watch its workers fails instead of
 :func:`shutdown_distributed` (called by :func:`sppdet.cli.run_tool` when a tool returns) waits
 for every rank and then destroys the process group.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -112,7 +113,9 @@ def resolve_device(name: str) -> torch.device:
     """``"auto"`` -> this rank's CUDA device when available, else CPU."""
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if is_dist() else torch.cuda.current_device())
+            return torch.device(
+                "cuda", int(os.environ.get("LOCAL_RANK", "0")) if is_dist() else torch.cuda.current_device()
+            )
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         from ..errors import ConfigError

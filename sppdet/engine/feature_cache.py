@@ -34,6 +34,7 @@ rank), each rank writes its own shards (atomically, as above), and after the ran
 are gathered rank 0 writes ``meta.json``; the others then open the finished cache. The cache
 folder must be on a filesystem every rank sees.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,8 +53,8 @@ import torch
 
 from ..errors import SppdetError
 from ..fileio import atomic_write, save_json
-from . import distributed as du
 from ..structures import box_iou, clip_boxes, hflip_boxes, valid_boxes_mask
+from . import distributed as du
 
 log = logging.getLogger("sppdet.paper")
 
@@ -125,14 +126,24 @@ def cache_settings(cfg, model: torch.nn.Module) -> Dict:
     """Everything besides the images and proposals that the cached vectors depend on."""
     m, i, p = cfg.model, cfg.input, cfg.proposals
     return {
-        "format": FORMAT, "version": VERSION,
-        "backbone": m.backbone, "tiny_width": m.tiny_width, "weights": m.weights,
-        "normalization": m.normalization, "feature_stride": m.feature_stride,
-        "reduce_channels": m.reduce_channels, "spp_levels": list(m.spp_levels), "spp_mode": m.spp_mode,
-        "train_scales": list(i.train_scales), "max_size": i.max_size, "target_size": i.target_size,
-        "max_per_image": p.max_per_image, "exclude_difficult": cfg.data.exclude_difficult,
+        "format": FORMAT,
+        "version": VERSION,
+        "backbone": m.backbone,
+        "tiny_width": m.tiny_width,
+        "weights": m.weights,
+        "normalization": m.normalization,
+        "feature_stride": m.feature_stride,
+        "reduce_channels": m.reduce_channels,
+        "spp_levels": list(m.spp_levels),
+        "spp_mode": m.spp_mode,
+        "train_scales": list(i.train_scales),
+        "max_size": i.max_size,
+        "target_size": i.target_size,
+        "max_per_image": p.max_per_image,
+        "exclude_difficult": cfg.data.exclude_difficult,
         "classes": list(cfg.data.classes),
-        "backbone_sha1": module_sha1(model.backbone), "spp_dim": int(model.spp_dim),
+        "backbone_sha1": module_sha1(model.backbone),
+        "spp_dim": int(model.spp_dim),
     }
 
 
@@ -140,8 +151,9 @@ def cache_settings(cfg, model: torch.nn.Module) -> Dict:
 # Windows of one image
 
 
-def image_windows(rec, proposals: np.ndarray, max_per_image: int, exclude_difficult: bool,
-                  width: int, height: int) -> Dict[str, np.ndarray]:
+def image_windows(
+    rec, proposals: np.ndarray, max_per_image: int, exclude_difficult: bool, width: int, height: int
+) -> Dict[str, np.ndarray]:
     """The windows cached for one image: ground truth first, then the top proposals.
 
     Proposals are clipped to the image and degenerate ones dropped (as at test time).
@@ -167,8 +179,15 @@ def image_windows(rec, proposals: np.ndarray, max_per_image: int, exclude_diffic
         gt_label = np.zeros(n, np.int64)
     is_gt = np.zeros(n, bool)
     is_gt[: len(gt)] = True
-    return {"boxes": boxes, "max_iou": max_iou, "gt_label": gt_label, "gt_index": gt_index,
-            "is_gt": is_gt, "gt_boxes": gt, "gt_labels": gt_labels}
+    return {
+        "boxes": boxes,
+        "max_iou": max_iou,
+        "gt_label": gt_label,
+        "gt_index": gt_index,
+        "is_gt": is_gt,
+        "gt_boxes": gt,
+        "gt_labels": gt_labels,
+    }
 
 
 def _shard_name(image_id: str, flip: bool) -> str:
@@ -204,8 +223,9 @@ class FeatureCache:
         self.meta = meta
         self.dim = int(meta["dim"])
         self.fingerprint = meta["fingerprint"]
-        self.shards = [ShardInfo(s["name"], s["image_id"], bool(s["flip"]), s["key"], int(s["windows"]))
-                       for s in meta["shards"]]
+        self.shards = [
+            ShardInfo(s["name"], s["image_id"], bool(s["flip"]), s["key"], int(s["windows"])) for s in meta["shards"]
+        ]
         self.reused = False  # set when build_feature_cache found it complete and current
         self._maps: "OrderedDict[int, np.ndarray]" = OrderedDict()
         self._windows = [self._load_windows(i) for i in range(len(self.shards))]
@@ -346,15 +366,25 @@ def _shard_record(folder: Path, job: _Job) -> Optional[Dict]:
         with np.load(npz, allow_pickle=False) as z:
             if str(z["key"]) != job.key:
                 return None
-            rec = {"npy_bytes": int(z["npy_bytes"]), "npy_sha1": str(z["npy_sha1"]),
-                   "npy_sample": str(z["npy_sample"]), "windows": int(len(z["boxes"]))}
+            rec = {
+                "npy_bytes": int(z["npy_bytes"]),
+                "npy_sha1": str(z["npy_sha1"]),
+                "npy_sample": str(z["npy_sample"]),
+                "windows": int(len(z["boxes"])),
+            }
         size = os.path.getsize(npy)
         if size != rec["npy_bytes"] or sampled_sha1(npy, size) != rec["npy_sample"]:
             return None
     except Exception:  # any unreadable/partial file just means "recompute this shard"
         return None
-    rec.update(name=job.name, image_id=job.image_id, flip=job.flip, key=job.key,
-               npz_bytes=os.path.getsize(npz), npz_sha1=file_sha1(npz))
+    rec.update(
+        name=job.name,
+        image_id=job.image_id,
+        flip=job.flip,
+        key=job.key,
+        npz_bytes=os.path.getsize(npz),
+        npz_sha1=file_sha1(npz),
+    )
     return rec
 
 
@@ -364,19 +394,36 @@ def _write_shard(folder: Path, job: _Job, feats: np.ndarray, windows: Dict[str, 
     with atomic_write(npy, "wb") as f:
         np.save(f, feats, allow_pickle=False)
     size = os.path.getsize(npy)
-    rec = {"npy_bytes": size, "npy_sha1": file_sha1(npy), "npy_sample": sampled_sha1(npy, size),
-           "windows": int(len(feats))}
+    rec = {
+        "npy_bytes": size,
+        "npy_sha1": file_sha1(npy),
+        "npy_sample": sampled_sha1(npy, size),
+        "windows": int(len(feats)),
+    }
     with atomic_write(npz, "wb") as f:
-        np.savez(f, key=np.array(job.key), npy_bytes=np.array(size), npy_sha1=np.array(rec["npy_sha1"]),
-                 npy_sample=np.array(rec["npy_sample"]), **windows)
-    rec.update(name=job.name, image_id=job.image_id, flip=job.flip, key=job.key,
-               npz_bytes=os.path.getsize(npz), npz_sha1=file_sha1(npz))
+        np.savez(
+            f,
+            key=np.array(job.key),
+            npy_bytes=np.array(size),
+            npy_sha1=np.array(rec["npy_sha1"]),
+            npy_sample=np.array(rec["npy_sample"]),
+            **windows,
+        )
+    rec.update(
+        name=job.name,
+        image_id=job.image_id,
+        flip=job.flip,
+        key=job.key,
+        npz_bytes=os.path.getsize(npz),
+        npz_sha1=file_sha1(npz),
+    )
     return rec
 
 
 @torch.no_grad()
-def pool_windows(model, image: np.ndarray, boxes: np.ndarray, scales: Sequence[int], max_size: int,
-                 flip: bool, device) -> np.ndarray:
+def pool_windows(
+    model, image: np.ndarray, boxes: np.ndarray, scales: Sequence[int], max_size: int, flip: bool, device
+) -> np.ndarray:
     """float16 ``(N, D)`` SPP vectors of ``boxes`` (in the view's pixels) of one image view."""
     batch = model.prepare([image], scales, max_size, flips=[flip]).to(device)
     feats = model.conv_features(batch)
@@ -387,8 +434,10 @@ def pool_windows(model, image: np.ndarray, boxes: np.ndarray, scales: Sequence[i
         rois = torch.cat([c.new_zeros((len(c), 1)), c], 1)
         pooled = model.pool(feats, batch.factors, rois).float()
         if not torch.isfinite(pooled).all() or pooled.abs().max() > 65000:
-            raise SppdetError("feature cache: pooled features overflow float16 (|x| > 65000) or are not "
-                              "finite; check model.normalization and the backbone weights")
+            raise SppdetError(
+                "feature cache: pooled features overflow float16 (|x| > 65000) or are not "
+                "finite; check model.normalization and the backbone weights"
+            )
         out[i : i + len(c)] = pooled.cpu().numpy().astype(np.float16)
     return out
 
@@ -421,8 +470,9 @@ def expected_fingerprint(model, dataset, proposals, cfg) -> str:
     return cache_fingerprint(settings, jobs)
 
 
-def build_feature_cache(model, dataset, proposals, cfg, folder, device="cpu", resume: bool = True,
-                        progress: bool = True) -> FeatureCache:
+def build_feature_cache(
+    model, dataset, proposals, cfg, folder, device="cpu", resume: bool = True, progress: bool = True
+) -> FeatureCache:
     """Build (or reuse, or repair) the feature cache of ``dataset`` in ``folder`` and open it.
 
     A complete cache with the same fingerprint that passes the quick check is reused as is.
@@ -458,8 +508,9 @@ def build_feature_cache(model, dataset, proposals, cfg, folder, device="cpu", re
     records, reused = [], 0
     world, rank = du.get_world_size(), du.get_rank()
     mine = [job for job in jobs if job.index % world == rank]  # both views of an image on one rank
-    bar = tqdm(mine, desc="feature cache", unit="view", disable=not (progress and du.is_main_process()),
-               mininterval=1.0)
+    bar = tqdm(
+        mine, desc="feature cache", unit="view", disable=not (progress and du.is_main_process()), mininterval=1.0
+    )
     image, image_index = None, -1
     for job in bar:
         rec = _shard_record(folder, job) if resume else None
@@ -471,13 +522,13 @@ def build_feature_cache(model, dataset, proposals, cfg, folder, device="cpu", re
         if image_index != job.index:
             image, image_index = read_image(ds_rec.file_name, cfg.input.max_image_pixels), job.index
         h, w = image.shape[:2]
-        win = image_windows(ds_rec, proposals.boxes(ds_rec.image_id), cfg.proposals.max_per_image,
-                            cfg.data.exclude_difficult, w, h)
+        win = image_windows(
+            ds_rec, proposals.boxes(ds_rec.image_id), cfg.proposals.max_per_image, cfg.data.exclude_difficult, w, h
+        )
         if job.flip:
             win["boxes"] = hflip_boxes(win["boxes"], w)
             win["gt_boxes"] = hflip_boxes(win["gt_boxes"], w)
-        feats = pool_windows(model, image, win["boxes"], cfg.input.train_scales, cfg.input.max_size,
-                             job.flip, device)
+        feats = pool_windows(model, image, win["boxes"], cfg.input.train_scales, cfg.input.max_size, job.flip, device)
         records.append(_write_shard(folder, job, feats, win))
     bar.close()
     if world > 1:  # every rank's shards are written once their records arrive here
@@ -488,10 +539,17 @@ def build_feature_cache(model, dataset, proposals, cfg, folder, device="cpu", re
         if reused:
             log.info("feature cache: reused %d of %d shards", reused, len(jobs))
         _remove_stray_files(folder / SHARDS, {j.name for j in jobs})
-        meta = {"format": FORMAT, "version": VERSION, "fingerprint": fingerprint, "settings": settings,
-                "dim": int(model.spp_dim), "dtype": "float16",
-                "num_windows": int(sum(r["windows"] for r in records)), "shards": records,
-                "build_seconds": round(time.time() - t0, 2)}
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "fingerprint": fingerprint,
+            "settings": settings,
+            "dim": int(model.spp_dim),
+            "dtype": "float16",
+            "num_windows": int(sum(r["windows"] for r in records)),
+            "shards": records,
+            "build_seconds": round(time.time() - t0, 2),
+        }
         meta["checksum"] = _checksum(meta)
         save_json(meta, meta_path)
     du.barrier()  # meta.json is written: the cache is complete
@@ -515,12 +573,21 @@ def _check_disk(folder: Path, images: int, jobs: int, windows_per_view: int, dim
     views = jobs // max(1, images)
     total = windows_per_view * views
     est = total * dim * 2
-    log.info("feature cache: %d images x %d view(s), ~%d windows x D=%d x 2 bytes = %.2f GB -> %s",
-             images, views, total, dim, est / 1e9, folder)
+    log.info(
+        "feature cache: %d images x %d view(s), ~%d windows x D=%d x 2 bytes = %.2f GB -> %s",
+        images,
+        views,
+        total,
+        dim,
+        est / 1e9,
+        folder,
+    )
     free = shutil.disk_usage(folder).free
     if est > free:
-        raise SppdetError(f"feature cache needs ~{est / 1e9:.1f} GB but {folder} has {free / 1e9:.1f} GB free "
-                          f"(lower proposals.max_per_image, turn off train.paper.flip or set train.paper.cache_dir)")
+        raise SppdetError(
+            f"feature cache needs ~{est / 1e9:.1f} GB but {folder} has {free / 1e9:.1f} GB free "
+            f"(lower proposals.max_per_image, turn off train.paper.flip or set train.paper.cache_dir)"
+        )
 
 
 def _remove_temp_files(shards: Path) -> None:

@@ -5,6 +5,7 @@ are pooled from them and scored by the head in chunks (bounded memory for any nu
 proposals). Scoring is by the (K+1)-way softmax, or by per-class SVMs plus box regressors
 when the checkpoint carries the paper recipe's models and ``train.paper.scorer`` is "svm".
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,16 +36,23 @@ class Predictor:
     (boxes in the same convention, scores, labels 1..K).
     """
 
-    def __init__(self, model: torch.nn.Module, cfg: Config, class_names: Sequence[str],
-                 device: Union[str, torch.device] = "cpu", scorer: Optional[object] = None) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        cfg: Config,
+        class_names: Sequence[str],
+        device: Union[str, torch.device] = "cpu",
+        scorer: Optional[object] = None,
+    ) -> None:
         self.model = model
         self.cfg = cfg
         self.class_names = list(class_names)
         self.device = torch.device(device)
         self.scorer = scorer  # optional paper-recipe scorer (SVMs + box regressors)
         tc = cfg.test
-        self.postprocess = PostProcess(BoxCoder(cfg.model.box_weights), tc.score_thresh,
-                                       tc.nms_thresh, tc.max_detections)
+        self.postprocess = PostProcess(
+            BoxCoder(cfg.model.box_weights), tc.score_thresh, tc.nms_thresh, tc.max_detections
+        )
 
     def predict(self, image: np.ndarray, proposals: np.ndarray) -> ImageDetections:
         return self.predict_batch([image], [proposals])[0]
@@ -70,14 +78,20 @@ class Predictor:
                 results.append(ImageDetections.empty())
                 continue
             width = image.shape[1]
-            views_out = [self._score(feats, batch, b, hflip_boxes(p, width) if flip else p, flip)
-                         for flip, batch, feats in passes]
+            views_out = [
+                self._score(feats, batch, b, hflip_boxes(p, width) if flip else p, flip)
+                for flip, batch, feats in passes
+            ]
             s = sum(v[0] for v in views_out) / len(views_out)
             d = None if views_out[0][1] is None else sum(v[1] for v in views_out) / len(views_out)
             dets = self.postprocess(s, d, p.to(self.device), image.shape[:2])
-            results.append(ImageDetections(dets["boxes"].cpu().numpy().astype(np.float32),
-                                           dets["scores"].cpu().numpy().astype(np.float32),
-                                           dets["labels"].cpu().numpy().astype(np.int64)))
+            results.append(
+                ImageDetections(
+                    dets["boxes"].cpu().numpy().astype(np.float32),
+                    dets["scores"].cpu().numpy().astype(np.float32),
+                    dets["labels"].cpu().numpy().astype(np.int64),
+                )
+            )
         return results
 
     def _score(self, feats, batch, b: int, boxes: torch.Tensor, flipped: bool):
@@ -121,8 +135,9 @@ def load_predictor(weights: str, overrides: Sequence[str] = (), device: str = "a
     return Predictor(model, cfg, class_names, dev, scorer)
 
 
-def detect_dataset(predictor: Predictor, dataset: DetectionDataset, proposals,
-                   progress: bool = True) -> Dict[str, ImageDetections]:
+def detect_dataset(
+    predictor: Predictor, dataset: DetectionDataset, proposals, progress: bool = True
+) -> Dict[str, ImageDetections]:
     """Detections for every image of ``dataset`` (sharded over ranks, gathered on every rank)."""
     from tqdm import tqdm
 
@@ -142,9 +157,14 @@ def detect_dataset(predictor: Predictor, dataset: DetectionDataset, proposals,
     return results
 
 
-def run_on_dataset(weights: str, dataset: Optional[DetectionDataset] = None, config: Optional[str] = None,
-                   overrides: Sequence[str] = (), device: str = "auto",
-                   output_dir: Optional[str] = None) -> Dict[str, ImageDetections]:
+def run_on_dataset(
+    weights: str,
+    dataset: Optional[DetectionDataset] = None,
+    config: Optional[str] = None,
+    overrides: Sequence[str] = (),
+    device: str = "auto",
+    output_dir: Optional[str] = None,
+) -> Dict[str, ImageDetections]:
     """Load a checkpoint and detect on ``dataset`` (default: the config's test split).
 
     Proposals come from the config (``proposals.method`` / ``proposals.test_file``), computed
@@ -171,5 +191,6 @@ def _check_classes(dataset: DetectionDataset, class_names: Sequence[str], weight
     from ..errors import CheckpointError
 
     if list(dataset.class_names) != list(class_names):
-        raise CheckpointError(f"{weights}: checkpoint classes {list(class_names)} differ from the dataset's "
-                              f"{list(dataset.class_names)}")
+        raise CheckpointError(
+            f"{weights}: checkpoint classes {list(class_names)} differ from the dataset's {list(dataset.class_names)}"
+        )

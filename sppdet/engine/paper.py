@@ -33,6 +33,7 @@ the single-process one, up to dropout masks); the SVMs, the box regressors and t
 are computed by rank 0 alone (they are cheap next to the cache) while the others wait. Only
 rank 0 writes outputs other than cache shards.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,7 +58,13 @@ from .feature_cache import CacheError, FeatureCache, build_feature_cache
 log = logging.getLogger("sppdet.paper")
 
 STAGES = ("cache", "finetune", "svm", "bbox")
-FINETUNE, FINETUNE_LAST, SVM, BBOX, FINAL = "finetune.pth", "finetune_last.pth", "svm.pth", "bbox.pth", "model_final.pth"
+FINETUNE, FINETUNE_LAST, SVM, BBOX, FINAL = (
+    "finetune.pth",
+    "finetune_last.pth",
+    "svm.pth",
+    "bbox.pth",
+    "model_final.pth",
+)
 #: Windows sampled to compute a feature scale (mean L2 norm).
 SCALE_SAMPLE = 4000
 #: Windows per fc forward / per ridge accumulation chunk.
@@ -126,8 +133,12 @@ class PaperTrainer:
 
     # -- orchestration -----------------------------------------------------------------
     def run(self, stage: str = "all", resume: bool = False) -> Dict:
-        summary: Dict = {"output_dir": str(self.out), "stage_seconds": {s: 0.0 for s in STAGES},
-                         "stages_run": [], "checkpoint": ""}
+        summary: Dict = {
+            "output_dir": str(self.out),
+            "stage_seconds": {s: 0.0 for s in STAGES},
+            "stages_run": [],
+            "checkpoint": "",
+        }
         todo = STAGES if stage == "all" else (stage,)
         for name in STAGES:
             t0 = time.time()
@@ -151,8 +162,13 @@ class PaperTrainer:
         c = self.cache
         if du.is_main_process():
             summary["stage_seconds_recorded"] = self._recorded_seconds()
-        summary["cache"] = {"dir": str(self.cache_dir), "views": len(c), "windows": c.num_windows,
-                            "dim": c.dim, "gigabytes": round(c.num_windows * c.dim * 2 / 1e9, 3)}
+        summary["cache"] = {
+            "dir": str(self.cache_dir),
+            "views": len(c),
+            "windows": c.num_windows,
+            "dim": c.dim,
+            "gigabytes": round(c.num_windows * c.dim * 2 / 1e9, 3),
+        }
         if du.is_main_process():
             final = self._write_final()
             if final:
@@ -173,14 +189,46 @@ class PaperTrainer:
 
     def _keys(self) -> Dict[str, str]:
         cfg, pc, tc = self.cfg, self.cfg.train.paper, self.cfg.train
-        ft = _key(self.cache.fingerprint, cfg.model.fc_dims, cfg.model.dropout, pc.finetune_iters, pc.finetune_lr,
-                  pc.finetune_lr_steps, pc.finetune_batch, pc.finetune_bbox, tc.fg_fraction, tc.fg_iou,
-                  tc.bg_iou_low, tc.bg_iou_high, tc.momentum, tc.weight_decay, tc.lr_gamma, tc.seed,
-                  cfg.model.box_weights if pc.finetune_bbox else None)
-        svm = _key(ft, pc.svm_c, pc.svm_pos_weight, pc.svm_neg_iou, pc.svm_feat_norm, pc.svm_hard_thresh,
-                   pc.svm_evict_thresh, pc.svm_retrain_limit, pc.svm_epochs, pc.svm_intercept_scaling, tc.seed)
-        bbox = _key(self.cache.fingerprint, pc.bbox_reg_lambda, pc.bbox_reg_min_iou, pc.svm_feat_norm,
-                    cfg.model.box_weights, tc.seed)
+        ft = _key(
+            self.cache.fingerprint,
+            cfg.model.fc_dims,
+            cfg.model.dropout,
+            pc.finetune_iters,
+            pc.finetune_lr,
+            pc.finetune_lr_steps,
+            pc.finetune_batch,
+            pc.finetune_bbox,
+            tc.fg_fraction,
+            tc.fg_iou,
+            tc.bg_iou_low,
+            tc.bg_iou_high,
+            tc.momentum,
+            tc.weight_decay,
+            tc.lr_gamma,
+            tc.seed,
+            cfg.model.box_weights if pc.finetune_bbox else None,
+        )
+        svm = _key(
+            ft,
+            pc.svm_c,
+            pc.svm_pos_weight,
+            pc.svm_neg_iou,
+            pc.svm_feat_norm,
+            pc.svm_hard_thresh,
+            pc.svm_evict_thresh,
+            pc.svm_retrain_limit,
+            pc.svm_epochs,
+            pc.svm_intercept_scaling,
+            tc.seed,
+        )
+        bbox = _key(
+            self.cache.fingerprint,
+            pc.bbox_reg_lambda,
+            pc.bbox_reg_min_iou,
+            pc.svm_feat_norm,
+            cfg.model.box_weights,
+            tc.seed,
+        )
         return {"finetune": ft, "svm": svm, "bbox": bbox}
 
     def _stage_cache(self, resume: bool, build: bool) -> bool:
@@ -193,8 +241,16 @@ class PaperTrainer:
             except CacheError as e:
                 raise SppdetError(f"{e}; run the cache stage first (--stage cache or all)") from None
             return False
-        self.cache = build_feature_cache(self.model, self.dataset, self.proposals, self.cfg, self.cache_dir,
-                                         self.device, resume=resume, progress=self.progress)
+        self.cache = build_feature_cache(
+            self.model,
+            self.dataset,
+            self.proposals,
+            self.cfg,
+            self.cache_dir,
+            self.device,
+            resume=resume,
+            progress=self.progress,
+        )
         return not self.cache.reused
 
     def _load_stage(self, name: str, key: str, quiet: bool = False) -> Optional[Dict]:
@@ -240,12 +296,20 @@ class PaperTrainer:
                 p.requires_grad_(False)
         fg, bg = self._window_sets()
         if fg.size == 0 or bg.size == 0:
-            raise SppdetError(f"fine-tuning needs foreground and background windows; the cache has {fg.size} "
-                              f"foreground and {bg.size} background windows (check proposals and ground truth)")
+            raise SppdetError(
+                f"fine-tuning needs foreground and background windows; the cache has {fg.size} "
+                f"foreground and {bg.size} background windows (check proposals and ground truth)"
+            )
         idx = self.cache.index
         num_fg = min(int(round(pc.finetune_batch * tc.fg_fraction)), pc.finetune_batch)
-        log.info("fine-tuning fc layers on %d fg / %d bg cached windows, %d iterations of %d (%d fg)",
-                 fg.size, bg.size, pc.finetune_iters, pc.finetune_batch, num_fg)
+        log.info(
+            "fine-tuning fc layers on %d fg / %d bg cached windows, %d iterations of %d (%d fg)",
+            fg.size,
+            bg.size,
+            pc.finetune_iters,
+            pc.finetune_batch,
+            num_fg,
+        )
         opt_cfg = _with_lr(cfg, pc.finetune_lr)
         optimizer = build_optimizer(head, opt_cfg)
         loss_fn = FastRCNNLoss(box_loss_weight=1.0 if pc.finetune_bbox else 0.0)
@@ -263,7 +327,8 @@ class PaperTrainer:
         ddp_head = head
         if world > 1:
             ddp_head = torch.nn.parallel.DistributedDataParallel(
-                head, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                head, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         for it in range(start, pc.finetune_iters):
             lr = pc.finetune_lr * tc.lr_gamma ** sum(1 for s in pc.finetune_lr_steps if it >= s)
             for g in optimizer.param_groups:
@@ -276,9 +341,12 @@ class PaperTrainer:
             labels[: len(pick_fg)] = torch.from_numpy(idx["gt_label"][pick_fg].astype(np.int64))
             targets = torch.zeros(len(windows), 4)
             if len(pick_fg):
-                targets[: len(pick_fg)] = self.box_coder.encode(torch.from_numpy(idx["boxes"][pick_fg]),
-                                                                torch.from_numpy(idx["gt_box"][pick_fg]))
-            share = slice(rank, None, world)  # this rank's windows of the global mini-batch (all of them single-process)
+                targets[: len(pick_fg)] = self.box_coder.encode(
+                    torch.from_numpy(idx["boxes"][pick_fg]), torch.from_numpy(idx["gt_box"][pick_fg])
+                )
+            share = slice(
+                rank, None, world
+            )  # this rank's windows of the global mini-batch (all of them single-process)
             x = torch.from_numpy(self.cache.gather(windows[share])).to(self.device)
             labels, targets = labels[share], targets[share]
             # dropout masks: same on resume; each rank its own
@@ -300,9 +368,14 @@ class PaperTrainer:
                 bar.set_postfix(loss=f"{rec['loss']:.3f}")
             done = it + 1
             if tc.log_period and done % tc.log_period == 0:
-                recent = history[-tc.log_period:]
-                log.info("finetune %d/%d  loss %.4f  lr %.2g", done, pc.finetune_iters,
-                         sum(r["loss"] for r in recent) / len(recent), lr)
+                recent = history[-tc.log_period :]
+                log.info(
+                    "finetune %d/%d  loss %.4f  lr %.2g",
+                    done,
+                    pc.finetune_iters,
+                    sum(r["loss"] for r in recent) / len(recent),
+                    lr,
+                )
             if tc.checkpoint_period and done % tc.checkpoint_period == 0 and done < pc.finetune_iters:
                 self._save(FINETUNE_LAST, done, {"key": key}, optimizer)
         if bar is not None:
@@ -312,16 +385,25 @@ class PaperTrainer:
         if du.is_main_process():
             (self.out / FINETUNE_LAST).unlink(missing_ok=True)
         if history:
-            tail = history[-min(len(history), 50):]
-            summary["finetune"] = {"first_loss": history[0]["loss"],
-                                   "final_loss": round(sum(r["loss"] for r in tail) / len(tail), 5)}
+            tail = history[-min(len(history), 50) :]
+            summary["finetune"] = {
+                "first_loss": history[0]["loss"],
+                "final_loss": round(sum(r["loss"] for r in tail) / len(tail), 5),
+            }
         return True
 
     def _save(self, name: str, iteration: int, stage_rec: Dict, optimizer=None) -> None:
         if not du.is_main_process():
             return
-        save_checkpoint(self.out / name, model=self.model, cfg=self.cfg, class_names=self.class_names,
-                        iteration=iteration, optimizer=optimizer, extras={"paper_stage": stage_rec})
+        save_checkpoint(
+            self.out / name,
+            model=self.model,
+            cfg=self.cfg,
+            class_names=self.class_names,
+            iteration=iteration,
+            optimizer=optimizer,
+            extras={"paper_stage": stage_rec},
+        )
 
     def _load_finetuned(self, key: str, allow_redo: bool, summary: Dict) -> None:
         state = self._load_stage(FINETUNE, key)
@@ -364,30 +446,51 @@ class PaperTrainer:
         pos_labels = idx["gt_label"][gt_rows]
         positives = [pos_x[pos_labels == k] for k in range(1, self.num_classes + 1)]
         log.info("SVMs: fc7 scale %.4g, positives per class %s", scale, [len(p) for p in positives])
-        params = SVMParams(C=pc.svm_c, pos_weight=pc.svm_pos_weight, intercept_scaling=pc.svm_intercept_scaling,
-                           hard_thresh=pc.svm_hard_thresh, evict_thresh=pc.svm_evict_thresh,
-                           retrain_limit=pc.svm_retrain_limit, seed=self.cfg.train.seed)
+        params = SVMParams(
+            C=pc.svm_c,
+            pos_weight=pc.svm_pos_weight,
+            intercept_scaling=pc.svm_intercept_scaling,
+            hard_thresh=pc.svm_hard_thresh,
+            evict_thresh=pc.svm_evict_thresh,
+            retrain_limit=pc.svm_retrain_limit,
+            seed=self.cfg.train.seed,
+        )
         svms = train_svms(positives, [], params, pc.svm_epochs, image_stream=lambda e: self._mining_images(e, scale))
         weight = np.stack([s.w for s in svms])
         bias = np.array([s.b for s in svms], dtype=np.float32)
-        stats = {name: {**s.stats, "retrains": s.num_retrains, "cache": len(s.neg)}
-                 for name, s in zip(self.class_names, svms)}
+        stats = {
+            name: {**s.stats, "retrains": s.num_retrains, "cache": len(s.neg)}
+            for name, s in zip(self.class_names, svms)
+        }
         for name, st in stats.items():
-            log.info("SVM %s: %s", name, ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                                   for k, v in st.items()))
-        torch_save({"key": keys["svm"], "svm_weight": torch.from_numpy(weight), "svm_bias": torch.from_numpy(bias),
-                    "svm_feat_scale": float(scale), "seconds": round(time.time() - t0, 2)}, self.out / SVM)
+            log.info(
+                "SVM %s: %s",
+                name,
+                ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in st.items()),
+            )
+        torch_save(
+            {
+                "key": keys["svm"],
+                "svm_weight": torch.from_numpy(weight),
+                "svm_bias": torch.from_numpy(bias),
+                "svm_feat_scale": float(scale),
+                "seconds": round(time.time() - t0, 2),
+            },
+            self.out / SVM,
+        )
         summary["svm"] = stats
         return True
 
     def _mining_images(self, epoch: int, scale: float):
-        from ..svm import MiningImage
         from tqdm import tqdm
+
+        from ..svm import MiningImage
 
         thresh = self.cfg.train.paper.svm_neg_iou
         order = np.random.default_rng(_mix(self.cfg.train.seed, epoch, 17)).permutation(len(self.cache))
-        for s in tqdm(order, desc=f"svm mining (epoch {epoch + 1})", unit="view", disable=not self.progress,
-                      mininterval=1.0):
+        for s in tqdm(
+            order, desc=f"svm mining (epoch {epoch + 1})", unit="view", disable=not self.progress, mininterval=1.0
+        ):
             w = self.cache.windows(int(s))
             x = self._fc7(self.cache.features(int(s))) * scale
             neg = np.ones((len(x), self.num_classes), dtype=bool)
@@ -425,16 +528,29 @@ class PaperTrainer:
                 continue
             acc = RidgeAccumulator(d, 4)
             targets = self.box_coder.encode(torch.from_numpy(idx["boxes"][rows]), torch.from_numpy(idx["gt_box"][rows]))
-            for i in tqdm(range(0, rows.size, CHUNK), desc=f"bbox {self.class_names[k - 1]}", unit="chunk",
-                          disable=not self.progress, mininterval=1.0):
+            for i in tqdm(
+                range(0, rows.size, CHUNK),
+                desc=f"bbox {self.class_names[k - 1]}",
+                unit="chunk",
+                disable=not self.progress,
+                mininterval=1.0,
+            ):
                 x = torch.from_numpy(cache.gather(rows[i : i + CHUNK]) * scale)
                 acc.add(x, targets[i : i + CHUNK])
             w, b = acc.solve(pc.bbox_reg_lambda)
             weight[:, 4 * (k - 1) : 4 * k] = w.float().numpy()
             bias[4 * (k - 1) : 4 * k] = b.float().numpy()
         log.info("box regressors: pool5 scale %.4g, windows per class %s", scale, counts)
-        torch_save({"key": key, "bbox_weight": torch.from_numpy(weight), "bbox_bias": torch.from_numpy(bias),
-                    "bbox_feat_scale": float(scale), "seconds": round(time.time() - t0, 2)}, self.out / BBOX)
+        torch_save(
+            {
+                "key": key,
+                "bbox_weight": torch.from_numpy(weight),
+                "bbox_bias": torch.from_numpy(bias),
+                "bbox_feat_scale": float(scale),
+                "seconds": round(time.time() - t0, 2),
+            },
+            self.out / BBOX,
+        )
         summary["bbox"] = {"windows": counts}
         return True
 
@@ -444,18 +560,32 @@ class PaperTrainer:
         from ..svm import scorer_state
 
         keys = self._keys()
-        ft, svm, bbox = (self._load_stage(n, keys[s]) for n, s in ((FINETUNE, "finetune"), (SVM, "svm"), (BBOX, "bbox")))
+        ft, svm, bbox = (
+            self._load_stage(n, keys[s]) for n, s in ((FINETUNE, "finetune"), (SVM, "svm"), (BBOX, "bbox"))
+        )
         if ft is None or svm is None or bbox is None:
             missing = [n for n, s in ((FINETUNE, ft), (SVM, svm), (BBOX, bbox)) if s is None]
             log.info("final model not written yet: %s missing or stale", ", ".join(missing))
             return None
         restore_model(self.model, ft, self.out / FINETUNE)
-        state = scorer_state(svm["svm_weight"], svm["svm_bias"], svm["svm_feat_scale"],
-                             bbox["bbox_weight"], bbox["bbox_bias"], bbox["bbox_feat_scale"])
+        state = scorer_state(
+            svm["svm_weight"],
+            svm["svm_bias"],
+            svm["svm_feat_scale"],
+            bbox["bbox_weight"],
+            bbox["bbox_bias"],
+            bbox["bbox_feat_scale"],
+        )
         state["keys"] = keys
         path = self.out / FINAL
-        save_checkpoint(path, model=self.model, cfg=self.cfg, class_names=self.class_names,
-                        iteration=int(ft["iteration"]), extras={"paper": state})
+        save_checkpoint(
+            path,
+            model=self.model,
+            cfg=self.cfg,
+            class_names=self.class_names,
+            iteration=int(ft["iteration"]),
+            extras={"paper": state},
+        )
         return path
 
 

@@ -1,4 +1,5 @@
 """One entry point for a training job, whatever the recipe, plus the final evaluation."""
+
 from __future__ import annotations
 
 import logging
@@ -7,13 +8,13 @@ from typing import Dict, Optional
 
 from ..config import Config
 from ..errors import ConfigError
-from ..fileio import save_json
 
 log = logging.getLogger("sppdet.train")
 
 
-def run_training(cfg: Config, output_dir: Optional[str] = None, resume: bool = False,
-                 stage: str = "all", evaluate: bool = False) -> Dict:
+def run_training(
+    cfg: Config, output_dir: Optional[str] = None, resume: bool = False, stage: str = "all", evaluate: bool = False
+) -> Dict:
     """Train with ``cfg.train.recipe`` ("end2end" or "paper"); optionally evaluate at the end."""
     out = output_dir or cfg.output_dir
     if cfg.train.recipe == "end2end":
@@ -40,10 +41,10 @@ def evaluate_checkpoint(weights: str, output_dir: str, overrides=()) -> Dict:
     from ..data.build import build_dataset
     from ..evaluation import evaluate
     from ..evaluation.detections import save_detections
-    from ..evaluation.report import write_report, format_table
-    from . import distributed as du
-    from .infer import detect_dataset, load_predictor, _check_classes
+    from ..evaluation.report import format_table, write_report
     from ..proposals.build import get_proposals
+    from . import distributed as du
+    from .infer import _check_classes, detect_dataset, load_predictor
 
     predictor = load_predictor(weights, overrides, "auto")
     cfg = predictor.cfg
@@ -62,4 +63,3 @@ def evaluate_checkpoint(weights: str, output_dir: str, overrides=()) -> Dict:
     write_report(ev, dataset, dets, metrics)
     log.info("evaluation (%s) on %s:\n%s", cfg.test.metric, cfg.data.test_split, format_table(metrics))
     return metrics
-

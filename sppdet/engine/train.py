@@ -22,6 +22,7 @@ to continue the same run exactly, e.g. a 2-process run with ``ims_per_batch=1`` 
 process with ``train.ims_per_batch=2``. Checkpoints without the field (older ones) resume at
 sample ``iteration * ims_per_batch * world_size``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -77,8 +78,7 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
         if not p.requires_grad:
             continue
         (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.train.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.train.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.train.base_lr)
     return torch.optim.SGD(groups, lr=cfg.train.base_lr, momentum=cfg.train.momentum)
@@ -87,16 +87,19 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
 def _check_finite(losses: Dict[str, torch.Tensor], it: int, out_dir: Path) -> None:
     if not all(torch.isfinite(v).all() for v in losses.values()):
         vals = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
-        raise SppdetError(f"training diverged at iteration {it} ({vals}); {_kept(out_dir)}; "
-                          f"lower train.base_lr or check the data")
+        raise SppdetError(
+            f"training diverged at iteration {it} ({vals}); {_kept(out_dir)}; lower train.base_lr or check the data"
+        )
 
 
 def _check_weights(model: torch.nn.Module, it: int, out_dir: Path) -> None:
     """Before a checkpoint is written: a finite loss can still leave inf/NaN weights behind."""
     bad = next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
     if bad is not None:
-        raise SppdetError(f"training diverged at iteration {it} (weights '{bad}' are not finite; not "
-                          f"saved); {_kept(out_dir)}; lower train.base_lr or check the data")
+        raise SppdetError(
+            f"training diverged at iteration {it} (weights '{bad}' are not finite; not "
+            f"saved); {_kept(out_dir)}; lower train.base_lr or check the data"
+        )
 
 
 def _kept(out_dir: Path) -> str:
@@ -119,7 +122,9 @@ def train(cfg: Config, output_dir: Optional[str] = None, resume: bool = False) -
 
     train_set = build_dataset(cfg, "train")
     if len(train_set) == 0:
-        raise SppdetError(f"training split '{cfg.data.train_split}' of {cfg.data.root or cfg.data.train_ann} has no images")
+        raise SppdetError(
+            f"training split '{cfg.data.train_split}' of {cfg.data.root or cfg.data.train_ann} has no images"
+        )
     class_names = train_set.class_names
     if du.is_main_process():
         make_output_dir(out)
@@ -137,8 +142,9 @@ def train(cfg: Config, output_dir: Optional[str] = None, resume: bool = False) -
     if resume and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
         if list(state["class_names"]) != list(class_names):
-            raise SppdetError(f"{ckpt_path}: checkpoint classes {state['class_names']} differ from the "
-                              f"dataset's {class_names}")
+            raise SppdetError(
+                f"{ckpt_path}: checkpoint classes {state['class_names']} differ from the dataset's {class_names}"
+            )
         _check_same_model(state, cfg, ckpt_path)
         restore_model(model, state, ckpt_path)
         optimizer.load_state_dict(state["optimizer"])
@@ -155,8 +161,16 @@ def train(cfg: Config, output_dir: Optional[str] = None, resume: bool = False) -
     if world > 1:
         ddp_model = _wrap_ddp(model, device)
     loss_fn = FastRCNNLoss()
-    loader = build_train_loader(train_set, proposals, cfg, model.normalization, model.backbone.stride,
-                                rank=rank, world_size=world, start_sample=start_sample)
+    loader = build_train_loader(
+        train_set,
+        proposals,
+        cfg,
+        model.normalization,
+        model.backbone.stride,
+        rank=rank,
+        world_size=world,
+        start_sample=start_sample,
+    )
     batches = iter(loader)  # created before the RNG is restored: it draws a seed from it
     if state is not None:
         restore_rng(state)
@@ -195,14 +209,30 @@ def train(cfg: Config, output_dir: Optional[str] = None, resume: bool = False) -
         if du.is_main_process() and (done % tc.log_period == 0 or done == tc.max_iter):
             avg = {k: sum(r[k] for r in window) / len(window) for k in ("loss", "loss_cls", "loss_box")}
             speed = (time.time() - t0) / max(1, done - start)
-            log.info("iter %d/%d  loss %.4f (cls %.4f box %.4f)  lr %.3g  %.3f s/it",
-                     done, tc.max_iter, avg["loss"], avg["loss_cls"], avg["loss_box"], rec["lr"], speed)
+            log.info(
+                "iter %d/%d  loss %.4f (cls %.4f box %.4f)  lr %.3g  %.3f s/it",
+                done,
+                tc.max_iter,
+                avg["loss"],
+                avg["loss_cls"],
+                avg["loss_box"],
+                rec["lr"],
+                speed,
+            )
             window = []
         if tc.checkpoint_period and done % tc.checkpoint_period == 0 and done < tc.max_iter:
             if tc.stop_on_nan:
                 _check_weights(model, done, out)
-            _save(out / LAST, model, cfg, class_names, done, optimizer, scheduler,
-                  samples=start_sample + (done - start) * ipb * world)
+            _save(
+                out / LAST,
+                model,
+                cfg,
+                class_names,
+                done,
+                optimizer,
+                scheduler,
+                samples=start_sample + (done - start) * ipb * world,
+            )
         if tc.eval_period and done % tc.eval_period == 0 and done < tc.max_iter:
             m = validate(model, cfg, class_names, device, out)
             if m is not None:
@@ -216,8 +246,7 @@ def train(cfg: Config, output_dir: Optional[str] = None, resume: bool = False) -
         _check_weights(model, end_iter, out)
     _save(out / LAST, model, cfg, class_names, end_iter, optimizer, scheduler, samples=end_sample)
     _save(out / FINAL, model, cfg, class_names, end_iter, None, None, samples=end_sample)
-    summary.update(iterations=end_iter, train_seconds=time.time() - t0, history=history,
-                   checkpoint=str(out / FINAL))
+    summary.update(iterations=end_iter, train_seconds=time.time() - t0, history=history, checkpoint=str(out / FINAL))
     if du.is_main_process():
         save_json({k: v for k, v in summary.items()}, out / "train_log.json")
     du.barrier()
@@ -227,10 +256,17 @@ def train(cfg: Config, output_dir: Optional[str] = None, resume: bool = False) -
 def _save(path: Path, model, cfg, class_names, it, optimizer, scheduler, samples: int) -> None:
     """Rank 0 writes the checkpoint (once); ``samples`` is the global stream position."""
     if du.is_main_process():
-        stream = {"samples": int(samples), "ims_per_batch": cfg.train.ims_per_batch,
-                  "world_size": du.get_world_size()}
-        save_checkpoint(path, model=model, cfg=cfg, class_names=class_names, iteration=it,
-                        optimizer=optimizer, scheduler=scheduler, extras={"train_stream": stream})
+        stream = {"samples": int(samples), "ims_per_batch": cfg.train.ims_per_batch, "world_size": du.get_world_size()}
+        save_checkpoint(
+            path,
+            model=model,
+            cfg=cfg,
+            class_names=class_names,
+            iteration=it,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            extras={"train_stream": stream},
+        )
     du.barrier()
 
 
@@ -256,8 +292,9 @@ def _check_same_model(state: Dict, cfg: Config, path: Path) -> None:
     ``model.weights`` may differ: the checkpoint's weights replace them anyway."""
     diff = model_config_mismatch(state, cfg)
     if diff:
-        raise SppdetError(f"{path}: --resume: the checkpoint was trained with {diff}; "
-                          f"use another --output (or delete the old run)")
+        raise SppdetError(
+            f"{path}: --resume: the checkpoint was trained with {diff}; use another --output (or delete the old run)"
+        )
 
 
 def _resume_position(state: Dict, iteration: int, ims_per_batch: int, world: int) -> int:
@@ -267,22 +304,32 @@ def _resume_position(state: Dict, iteration: int, ims_per_batch: int, world: int
         return iteration * ims_per_batch * world
     before = int(stream.get("ims_per_batch", ims_per_batch)) * int(stream.get("world_size", world))
     if before != ims_per_batch * world:
-        log.warning("resuming with a global batch of %d images (world size %d x train.ims_per_batch %d) "
-                    "instead of %d: the sample stream continues where it stopped, but each iteration "
-                    "now consumes another number of samples", ims_per_batch * world, world, ims_per_batch,
-                    before)
+        log.warning(
+            "resuming with a global batch of %d images (world size %d x train.ims_per_batch %d) "
+            "instead of %d: the sample stream continues where it stopped, but each iteration "
+            "now consumes another number of samples",
+            ims_per_batch * world,
+            world,
+            ims_per_batch,
+            before,
+        )
     return int(stream["samples"])
 
 
 def _wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """DistributedDataParallel around ``model``; trained batch-norms become SyncBatchNorm on CUDA."""
-    if device.type == "cuda" and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training
-                                     and m.weight is not None and m.weight.requires_grad
-                                     for m in model.modules()):
+    if device.type == "cuda" and any(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        and m.training
+        and m.weight is not None
+        and m.weight.requires_grad
+        for m in model.modules()
+    ):
         torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place, same parameters
         log.info("batch-norm layers synchronised across ranks (SyncBatchNorm)")
     return torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False)
+        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False
+    )
 
 
 def global_losses(losses: Dict[str, torch.Tensor], labels: torch.Tensor, world: int):

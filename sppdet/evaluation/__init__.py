@@ -3,6 +3,7 @@
 ``evaluate(dataset, detections, metric)`` picks the metric; every result is a JSON-friendly
 dict with at least ``metric``, ``mAP`` and ``ap`` (class name -> AP).
 """
+
 from __future__ import annotations
 
 from typing import Dict
@@ -14,8 +15,7 @@ from .detections import Detections, ImageDetections, load_detections
 METRIC_NAMES = ("voc07", "voc2010", "coco")
 
 
-def evaluate(dataset: DetectionDataset, detections: Detections, metric: str = "voc07",
-             iou_thresh: float = 0.5) -> Dict:
+def evaluate(dataset: DetectionDataset, detections: Detections, metric: str = "voc07", iou_thresh: float = 0.5) -> Dict:
     """Evaluate with ``metric`` "voc07", "voc2010" (VOC AP at ``iou_thresh``) or "coco"."""
     if metric in ("voc07", "voc2010"):
         from .voc import evaluate_voc

@@ -13,6 +13,7 @@ pycocotools would evaluate that results json. The ground truth is:
 
 pycocotools' printing is captured; the summary text comes back under ``"summary"``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,13 +49,22 @@ def dataset_to_coco_dict(dataset: DetectionDataset) -> Dict:
     images, anns = [], []
     for rec in dataset:
         iid = img_ids[rec.image_id]
-        images.append({"id": iid, "width": int(rec.width), "height": int(rec.height),
-                       "file_name": Path(rec.file_name).name})
+        images.append(
+            {"id": iid, "width": int(rec.width), "height": int(rec.height), "file_name": Path(rec.file_name).name}
+        )
         ignore = rec.iscrowd | rec.difficult
         for box, label, crowd in zip(rec.boxes.astype(np.float64).tolist(), rec.labels.tolist(), ignore.tolist()):
             w, h = box[2] - box[0], box[3] - box[1]
-            anns.append({"id": len(anns) + 1, "image_id": iid, "category_id": cats[label - 1],
-                         "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": int(crowd)})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": iid,
+                    "category_id": cats[label - 1],
+                    "bbox": [box[0], box[1], w, h],
+                    "area": w * h,
+                    "iscrowd": int(crowd),
+                }
+            )
     categories = [{"id": c, "name": n} for c, n in zip(cats, dataset.class_names)]
     return {"images": images, "annotations": anns, "categories": categories}
 
@@ -67,8 +77,9 @@ def _ground_truth(dataset: DetectionDataset):
         gt, _ = _quiet(COCO, str(ann_file))
         missing = [r.coco_id for r in dataset if r.coco_id not in gt.imgs]
         if missing:
-            raise DataError(f"{ann_file}: {len(missing)} image id(s) of the dataset are not in this file "
-                            f"(e.g. {missing[:3]})")
+            raise DataError(
+                f"{ann_file}: {len(missing)} image id(s) of the dataset are not in this file (e.g. {missing[:3]})"
+            )
         return gt
     if ann_file:
         log.warning("%s not usable as COCO ground truth; building it from the dataset records", ann_file)
@@ -86,8 +97,7 @@ def _results(gt, results: List[Dict]):
         dt, _ = _quiet(gt.loadRes, results)
         return dt
     dt = COCO()
-    dt.dataset = {"images": list(gt.dataset["images"]), "categories": list(gt.dataset["categories"]),
-                  "annotations": []}
+    dt.dataset = {"images": list(gt.dataset["images"]), "categories": list(gt.dataset["categories"]), "annotations": []}
     _quiet(dt.createIndex)
     return dt
 
@@ -119,8 +129,10 @@ def _per_class(ev, dataset: DetectionDataset) -> Tuple[Dict, Dict]:
         ap[name] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
         p50 = prec[0, :, k, area, mdet]
         ok = p50 > -1
-        pr[name] = {"recall": [round(float(v), 6) for v in ev.params.recThrs[ok]],
-                    "precision": [round(float(v), 6) for v in p50[ok]]}
+        pr[name] = {
+            "recall": [round(float(v), 6) for v in ev.params.recThrs[ok]],
+            "precision": [round(float(v), 6) for v in p50[ok]],
+        }
     return ap, pr
 
 
@@ -142,9 +154,12 @@ def evaluate_coco(dataset: DetectionDataset, detections: Detections) -> Dict:
     out.update({k: float(v) for k, v in zip(STAT_NAMES, ev.stats)})
     out["mAP"] = out["AP"] if out["AP"] >= 0 else float("nan")
     out["ap"], out["pr"] = _per_class(ev, dataset)
-    out["num_gt"] = {n: int(sum(((r.labels == k) & ~r.iscrowd & ~r.difficult).sum() for r in dataset))
-                     for k, n in enumerate(dataset.class_names, 1)}
-    out["num_detections"] = {n: int(sum((d.labels == k).sum() for d in detections.values()))
-                             for k, n in enumerate(dataset.class_names, 1)}
+    out["num_gt"] = {
+        n: int(sum(((r.labels == k) & ~r.iscrowd & ~r.difficult).sum() for r in dataset))
+        for k, n in enumerate(dataset.class_names, 1)
+    }
+    out["num_detections"] = {
+        n: int(sum((d.labels == k).sum() for d in detections.values())) for k, n in enumerate(dataset.class_names, 1)
+    }
     out["summary"] = text.strip("\n")
     return out

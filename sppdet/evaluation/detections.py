@@ -47,6 +47,7 @@ with the original COCO ids. Image ids map through :func:`coco_image_ids`; ``cate
 through ``dataset.category_ids`` (``category_ids[k-1]`` is label ``k``; a dataset without
 them uses ``category_id = k``).
 """
+
 from __future__ import annotations
 
 import math
@@ -99,8 +100,11 @@ class ImageDetections:
         parts = [p for p in parts if len(p)]
         if not parts:
             return ImageDetections()
-        return ImageDetections(np.concatenate([p.boxes for p in parts]), np.concatenate([p.scores for p in parts]),
-                               np.concatenate([p.labels for p in parts]))
+        return ImageDetections(
+            np.concatenate([p.boxes for p in parts]),
+            np.concatenate([p.scores for p in parts]),
+            np.concatenate([p.labels for p in parts]),
+        )
 
 
 Detections = Dict[str, ImageDetections]
@@ -194,12 +198,22 @@ def save_detections(detections: Detections, path: PathLike, dataset: DetectionDa
         dets = []
         for box, score, label in zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist()):
             name = names[label - 1] if 1 <= label <= len(names) else str(label)
-            dets.append({"class": name, "label": int(label), "score": _score(score),
-                         "box": [round(float(v), 3) for v in box]})
+            dets.append(
+                {"class": name, "label": int(label), "score": _score(score), "box": [round(float(v), 3) for v in box]}
+            )
         entry["detections"] = dets
         images.append(entry)
-    save_json({"format": FORMAT_NAME, "version": FORMAT_VERSION, "box_convention": BOX_CONVENTION,
-               "classes": list(names), "images": images}, path, indent=1)
+    save_json(
+        {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "box_convention": BOX_CONVENTION,
+            "classes": list(names),
+            "images": images,
+        },
+        path,
+        indent=1,
+    )
 
 
 def _parse_sppdet(data: Dict, path: Path, dataset: Optional[DetectionDataset]) -> Detections:
@@ -207,7 +221,9 @@ def _parse_sppdet(data: Dict, path: Path, dataset: Optional[DetectionDataset]) -
     if version != FORMAT_VERSION:
         raise DataError(f"{path}: sppdet detections version {version!r} not supported (expected {FORMAT_VERSION})")
     if data.get("box_convention", BOX_CONVENTION) != BOX_CONVENTION:
-        raise DataError(f"{path}: box_convention {data['box_convention']!r} not supported (expected '{BOX_CONVENTION}')")
+        raise DataError(
+            f"{path}: box_convention {data['box_convention']!r} not supported (expected '{BOX_CONVENTION}')"
+        )
     file_classes = data.get("classes")
     images = data.get("images")
     if not isinstance(images, list):
@@ -256,7 +272,7 @@ def load_sppdet_detections(path: PathLike, dataset: Optional[DetectionDataset] =
     path = Path(path)
     data = load_json(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-        raise DataError(f"{path}: not an sppdet detections file (no \"format\": \"{FORMAT_NAME}\")")
+        raise DataError(f'{path}: not an sppdet detections file (no "format": "{FORMAT_NAME}")')
     dets = _parse_sppdet(data, path, dataset)
     if dataset is not None:
         check_detections(dets, dataset, str(path))
@@ -271,8 +287,9 @@ def _fmt(v: float) -> str:
     return f"{v:.2f}".rstrip("0").rstrip(".") if math.isfinite(v) else str(v)
 
 
-def save_comp4(detections: Detections, out_dir: PathLike, dataset: DetectionDataset, split: str = "test",
-               prefix: str = "comp4") -> List[Path]:
+def save_comp4(
+    detections: Detections, out_dir: PathLike, dataset: DetectionDataset, split: str = "test", prefix: str = "comp4"
+) -> List[Path]:
     """Write ``<prefix>_det_<split>_<class>.txt`` for every class (empty files included), atomically.
 
     Lines are ``image_id score xmin ymin xmax ymax`` in VOC 1-based pixels, images in dataset
@@ -397,8 +414,14 @@ def detections_to_coco_results(detections: Detections, dataset: DetectionDataset
             continue
         xywh = xyxy_to_xywh(d.boxes.astype(np.float64))
         for box, score, label in zip(xywh.tolist(), d.scores.tolist(), d.labels.tolist()):
-            out.append({"image_id": img_ids[image_id], "category_id": cats[label - 1],
-                        "bbox": [round(v, 3) for v in box], "score": _score(score)})
+            out.append(
+                {
+                    "image_id": img_ids[image_id],
+                    "category_id": cats[label - 1],
+                    "bbox": [round(v, 3) for v in box],
+                    "score": _score(score),
+                }
+            )
     return out
 
 
@@ -420,8 +443,10 @@ def _parse_coco_results(data: List, path: Path, dataset: DetectionDataset) -> De
         if isinstance(img, bool) or not isinstance(img, int):
             raise DataError(f"{where}: image_id must be an integer, got {img!r}")
         if cat not in cat_to_label:
-            raise DataError(f"{where}: unknown category_id {cat!r} (dataset category ids: "
-                            f"{', '.join(map(str, category_ids(dataset)))})")
+            raise DataError(
+                f"{where}: unknown category_id {cat!r} (dataset category ids: "
+                f"{', '.join(map(str, category_ids(dataset)))})"
+            )
         if img not in by_int:
             missing.append(str(img))
             continue
@@ -467,12 +492,13 @@ def load_detections(path: PathLike, dataset: DetectionDataset, split: Optional[s
     elif isinstance(data, dict) and "annotations" in data and "images" in data:
         raise DataError(f"{path}: this is a COCO annotation file, not detections (give a results list)")
     else:
-        raise DataError(f"{path}: unrecognised detections file (expected an sppdet detections json, "
-                        f"a COCO results list, or a folder of comp4 files)")
+        raise DataError(
+            f"{path}: unrecognised detections file (expected an sppdet detections json, "
+            f"a COCO results list, or a folder of comp4 files)"
+        )
     check_detections(dets, dataset, str(path))
     return dets
 
 
 def num_detections(detections: Detections) -> int:
     return sum(len(d) for d in detections.values())
-

@@ -9,6 +9,7 @@
   red, detections on difficult/crowd gt orange, missed gt blue dashed, unmatched
   difficult/crowd gt grey dashed. Matching is the VOC rule at the metric's IoU (0.5 for COCO).
 """
+
 from __future__ import annotations
 
 import base64
@@ -97,8 +98,9 @@ def plot_pr_curve(name: str, recall, precision, ap: Optional[float] = None) -> b
     if len(recall):
         ax.plot(recall, precision, lw=1.5)
     else:
-        ax.text(0.5, 0.5, "no ground truth" if ap is None or math.isnan(ap) else "no detections",
-                ha="center", va="center")
+        ax.text(
+            0.5, 0.5, "no ground truth" if ap is None or math.isnan(ap) else "no detections", ha="center", va="center"
+        )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("recall")
@@ -145,8 +147,9 @@ def _read_rgb(path: str) -> Optional[np.ndarray]:
     return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def draw_matches(image: np.ndarray, rec: ImageRecord, dets: ImageDetections, class_names: List[str],
-                 iou_thresh: float = 0.5) -> Tuple[np.ndarray, Dict[str, int]]:
+def draw_matches(
+    image: np.ndarray, rec: ImageRecord, dets: ImageDetections, class_names: List[str], iou_thresh: float = 0.5
+) -> Tuple[np.ndarray, Dict[str, int]]:
     """The image with ``dets`` coloured by match status and missed gt dashed; and the counts."""
     from ..visualize import draw_detections
 
@@ -167,13 +170,20 @@ def draw_matches(image: np.ndarray, rec: ImageRecord, dets: ImageDetections, cla
     if not items:
         return image.copy(), counts
     boxes, labels, scores, colors, dashed = zip(*items)
-    vis = draw_detections(image, np.asarray(boxes, np.float32), list(labels), list(scores), class_names,
-                          list(colors), list(dashed))
+    vis = draw_detections(
+        image, np.asarray(boxes, np.float32), list(labels), list(scores), class_names, list(colors), list(dashed)
+    )
     return vis, counts
 
 
-def _example_images(dataset: DetectionDataset, detections: Detections, num_images: int, score_thresh: float,
-                    iou_thresh: float, max_side: int) -> List[Dict]:
+def _example_images(
+    dataset: DetectionDataset,
+    detections: Detections,
+    num_images: int,
+    score_thresh: float,
+    iou_thresh: float,
+    max_side: int,
+) -> List[Dict]:
     import cv2
 
     candidates = [r for r in dataset if r.num_objects or len(detections.get(r.image_id, ImageDetections()))]
@@ -190,10 +200,20 @@ def _example_images(dataset: DetectionDataset, detections: Detections, num_image
         d = d.select(d.scores >= score_thresh)
         scale = min(1.0, max_side / max(image.shape[:2]))
         if scale < 1.0:
-            image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
-                               interpolation=cv2.INTER_AREA)
-        small = ImageRecord(rec.image_id, rec.file_name, image.shape[1], image.shape[0], rec.boxes * scale,
-                            rec.labels, rec.difficult, rec.truncated, rec.iscrowd)
+            image = cv2.resize(
+                image, (round(image.shape[1] * scale), round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA
+            )
+        small = ImageRecord(
+            rec.image_id,
+            rec.file_name,
+            image.shape[1],
+            image.shape[0],
+            rec.boxes * scale,
+            rec.labels,
+            rec.difficult,
+            rec.truncated,
+            rec.iscrowd,
+        )
         d = ImageDetections(d.boxes * scale, d.scores, d.labels)
         vis, counts = draw_matches(image, small, d, dataset.class_names, iou_thresh)
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(vis, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
@@ -210,25 +230,30 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _html(title: str, metrics: Dict, curves: List[Tuple[str, bytes]], examples: List[Dict],
-          score_thresh: float, iou: float) -> str:
+def _html(
+    title: str, metrics: Dict, curves: List[Tuple[str, bytes]], examples: List[Dict], score_thresh: float, iou: float
+) -> str:
     e = html.escape
     rows = "".join(
         f"<tr><td>{e(n)}</td><td>{metrics.get('num_gt', {}).get(n, '')}</td>"
         f"<td>{metrics.get('num_detections', {}).get(n, '')}</td><td>{_f(v)}</td></tr>"
-        for n, v in metrics.get("ap", {}).items())
+        for n, v in metrics.get("ap", {}).items()
+    )
     curves_html = "".join(f'<img alt="{e(n)}" src="data:image/png;base64,{_b64(png)}">' for n, png in curves)
     ex_html = "".join(
         f'<figure><img alt="{e(x["image_id"])}" src="data:image/jpeg;base64,{_b64(x["jpeg"])}">'
-        f'<figcaption>{e(x["image_id"])}: {x["tp"]} TP, {x["fp"]} FP, {x["missed"]} missed</figcaption></figure>'
-        for x in examples)
+        f"<figcaption>{e(x['image_id'])}: {x['tp']} TP, {x['fp']} FP, {x['missed']} missed</figcaption></figure>"
+        for x in examples
+    )
     summary = metrics.get("summary")
     pre = f"<pre>{e(summary)}</pre>" if summary else ""
-    legend = (f"Detections with score &ge; {score_thresh}, matched at IoU &gt; {iou}: "
-              '<b style="color:#0a0">true positive</b>, <b style="color:#e00">false positive</b>, '
-              '<b style="color:#f90">on a difficult/crowd object (ignored)</b>, '
-              '<b style="color:#1e5aff">missed ground truth (dashed)</b>, '
-              '<b style="color:#999">difficult/crowd ground truth (dashed)</b>.')
+    legend = (
+        f"Detections with score &ge; {score_thresh}, matched at IoU &gt; {iou}: "
+        '<b style="color:#0a0">true positive</b>, <b style="color:#e00">false positive</b>, '
+        '<b style="color:#f90">on a difficult/crowd object (ignored)</b>, '
+        '<b style="color:#1e5aff">missed ground truth (dashed)</b>, '
+        '<b style="color:#999">difficult/crowd ground truth (dashed)</b>.'
+    )
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{e(title)}</title>
 <style>body{{font-family:sans-serif;margin:1.5em;color:#222}} table{{border-collapse:collapse}}
@@ -236,8 +261,8 @@ td,th{{border:1px solid #ccc;padding:3px 10px;text-align:right}} td:first-child{
 figure{{display:inline-block;margin:6px}} img{{max-width:100%}} pre{{background:#f6f6f6;padding:8px}}</style>
 </head><body>
 <h1>{e(title)}</h1>
-<p>metric <b>{e(str(metrics.get('metric', '?')))}</b>, {metrics.get('num_images', '?')} images,
-<b>mAP {_f(metrics.get('mAP'))}</b></p>
+<p>metric <b>{e(str(metrics.get("metric", "?")))}</b>, {metrics.get("num_images", "?")} images,
+<b>mAP {_f(metrics.get("mAP"))}</b></p>
 <table><tr><th>class</th><th>gt</th><th>detections</th><th>AP</th></tr>{rows}</table>
 {pre}
 <h2>Precision-recall curves</h2>
@@ -249,9 +274,16 @@ figure{{display:inline-block;margin:6px}} img{{max-width:100%}} pre{{background:
 """
 
 
-def write_report(out_dir: PathLike, dataset: DetectionDataset, detections: Detections, metrics: Dict,
-                 num_images: int = 6, score_thresh: float = 0.3, max_side: int = 640,
-                 title: Optional[str] = None) -> Path:
+def write_report(
+    out_dir: PathLike,
+    dataset: DetectionDataset,
+    detections: Detections,
+    metrics: Dict,
+    num_images: int = 6,
+    score_thresh: float = 0.3,
+    max_side: int = 640,
+    title: Optional[str] = None,
+) -> Path:
     """Write ``metrics.json``, ``pr_curves/*.png`` and ``report.html`` into ``out_dir``; returns the html path."""
     out = Path(out_dir)
     save_metrics(metrics, out / "metrics.json")

@@ -27,6 +27,7 @@ Decisions beyond the reference:
   the classes that have gt (``nan`` when none has).
 * A class with gt but no detections has AP 0. Nothing is cached between calls.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Tuple
@@ -67,8 +68,9 @@ def voc_ap(rec: np.ndarray, prec: np.ndarray, use_07_metric: bool = False) -> fl
     return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
 
 
-def match_image(gt_boxes: np.ndarray, gt_ignore: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray,
-                iou_thresh: float = 0.5) -> Tuple[np.ndarray, np.ndarray]:
+def match_image(
+    gt_boxes: np.ndarray, gt_ignore: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray, iou_thresh: float = 0.5
+) -> Tuple[np.ndarray, np.ndarray]:
     """Greedy devkit matching of one image's detections of one class against its gt.
 
     Returns ``status (D,) int8`` (1 true positive, 0 false positive, -1 ignored: matched a
@@ -93,8 +95,9 @@ def match_image(gt_boxes: np.ndarray, gt_ignore: np.ndarray, det_boxes: np.ndarr
     return status, matched
 
 
-def _class_matches(dataset: DetectionDataset, detections: Detections, label: int,
-                   iou_thresh: float) -> Tuple[int, np.ndarray, np.ndarray]:
+def _class_matches(
+    dataset: DetectionDataset, detections: Detections, label: int, iou_thresh: float
+) -> Tuple[int, np.ndarray, np.ndarray]:
     """npos, and the scores and statuses of all detections of ``label`` (dataset order)."""
     npos, scores, status = 0, [], []
     empty = ImageDetections()
@@ -132,8 +135,13 @@ def _thin(x: np.ndarray, n: int) -> List[float]:
     return [round(float(v), 6) for v in x]
 
 
-def evaluate_voc(dataset: DetectionDataset, detections: Detections, metric: str = "voc07",
-                 iou_thresh: float = 0.5, curve_points: int = 500) -> Dict:
+def evaluate_voc(
+    dataset: DetectionDataset,
+    detections: Detections,
+    metric: str = "voc07",
+    iou_thresh: float = 0.5,
+    curve_points: int = 500,
+) -> Dict:
     """VOC AP per class and mAP (rules in the module docstring).
 
     Returns a JSON-friendly dict:
@@ -148,8 +156,16 @@ def evaluate_voc(dataset: DetectionDataset, detections: Detections, metric: str 
     if metric not in METRICS:
         raise SppdetError(f"unknown VOC metric '{metric}' (use {' or '.join(METRICS)})")
     check_detections(detections, dataset)
-    out: Dict = {"metric": metric, "iou_thresh": float(iou_thresh), "num_images": len(dataset),
-                 "ap": {}, "num_gt": {}, "num_detections": {}, "classes_without_gt": [], "pr": {}}
+    out: Dict = {
+        "metric": metric,
+        "iou_thresh": float(iou_thresh),
+        "num_images": len(dataset),
+        "ap": {},
+        "num_gt": {},
+        "num_detections": {},
+        "classes_without_gt": [],
+        "pr": {},
+    }
     for label, name in enumerate(dataset.class_names, start=1):
         npos, scores, status = _class_matches(dataset, detections, label, iou_thresh)
         rec, prec = pr_curve(npos, scores, status)
@@ -159,8 +175,10 @@ def evaluate_voc(dataset: DetectionDataset, detections: Detections, metric: str 
         out["ap"][name] = ap
         out["num_gt"][name] = npos
         out["num_detections"][name] = int(len(scores))
-        out["pr"][name] = {"recall": _thin(rec, curve_points) if npos > 0 else [],
-                           "precision": _thin(prec, curve_points) if npos > 0 else []}
+        out["pr"][name] = {
+            "recall": _thin(rec, curve_points) if npos > 0 else [],
+            "precision": _thin(prec, curve_points) if npos > 0 else [],
+        }
     valid = [v for v in out["ap"].values() if not np.isnan(v)]
     out["mAP"] = float(np.mean(valid)) if valid else float("nan")
     return out

@@ -1,4 +1,5 @@
 """sppdet.layers: image-level and region spatial pyramid pooling."""
+
 from .spp import (
     RoISpatialPyramidPool,
     SpatialPyramidPool,

@@ -24,6 +24,7 @@ Feature cell ``j`` is centred at image coordinate ``stride * j + offset``. A win
 ``x1' = floor((x1 - offset) / stride) + 1`` .. ``x2' = ceil((x2 - offset) / stride) - 1``
 (same for ``y``); see :func:`project_rois`.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -101,8 +102,9 @@ def _pool_axis(x: Tensor, n: int, dim: int, mode: str, binning: str) -> Tensor:
     return windows.amax(-1) if mode == "max" else windows.mean(-1)
 
 
-def spatial_pyramid_pool(x: Tensor, levels: Sequence[int] = (4, 2, 1), mode: str = "max",
-                         binning: str = "adaptive") -> Tensor:
+def spatial_pyramid_pool(
+    x: Tensor, levels: Sequence[int] = (4, 2, 1), mode: str = "max", binning: str = "adaptive"
+) -> Tensor:
     """Pool a whole map ``x (N, C, H, W)``, any ``H, W >= 1``, to ``(N, C * sum(n*n))``.
 
     ``binning="adaptive"``: bin ``i`` of level ``n`` spans ``[floor(i*H/n), ceil((i+1)*H/n))``
@@ -299,8 +301,14 @@ def _reduce_grid(grid: Tensor, n: int, m: int) -> Tensor:
     return _max_over(q.reshape(B * m, r, m * C), 1).reshape(B, m, m, C)  # rows
 
 
-def _max_chunk(table: Tensor, corners: Dict[int, Tensor], plan: Dict[int, Optional[int]],
-               buffers: Dict[int, Tuple[Tensor, Tensor]], start: int, stop: int) -> Dict[int, Tensor]:
+def _max_chunk(
+    table: Tensor,
+    corners: Dict[int, Tensor],
+    plan: Dict[int, Optional[int]],
+    buffers: Dict[int, Tuple[Tensor, Tensor]],
+    start: int,
+    stop: int,
+) -> Dict[int, Tensor]:
     """Every level ``(B, n, n, C)`` (channels last) for RoIs ``start:stop``; ``buffers`` holds,
     per directly computed level, preallocated gather and grid tensors."""
     C, B = table.shape[1], stop - start
@@ -352,8 +360,9 @@ def _roi_spp_max(features: Tensor, batch: Tensor, cells: Tensor, levels: Tuple[i
     out = _new_buffer(features, (K, pyramid_length(C, levels)))
     per_roi = 4 * sum(n * n for n in direct) * C * features.element_size()
     chunk = _chunk_size(features, K, per_roi)
-    buffers = {n: (_new_buffer(features, (chunk * 4 * n * n, C)), _new_buffer(features, (chunk, n, n, C)))
-               for n in direct}
+    buffers = {
+        n: (_new_buffer(features, (chunk * 4 * n * n, C)), _new_buffer(features, (chunk, n, n, C))) for n in direct
+    }
     for start in range(0, K, chunk):
         stop = min(K, start + chunk)
         _write_levels(out, _max_chunk(table, corners, plan, buffers, start, stop), levels, start, stop)
@@ -435,8 +444,10 @@ def _roi_pool_bins_match(cells: Tensor, levels: Tuple[int, ...], dtype: torch.dt
             i = torch.arange(n + 1, device=a.device).to(dtype)
             size = a.to(dtype).unsqueeze(1) / n  # roi_pool's bin size, in the feature dtype
             ours = _bin_edges(torch.zeros_like(a), a - 1, n)  # exact, on cells 0..a-1
-            if not (torch.equal(torch.floor(i[:-1] * size).long(), ours[0])
-                    and torch.equal(torch.ceil(i[1:] * size).long(), ours[1])):
+            if not (
+                torch.equal(torch.floor(i[:-1] * size).long(), ours[0])
+                and torch.equal(torch.ceil(i[1:] * size).long(), ours[1])
+            ):
                 return False
     return True
 
@@ -479,8 +490,9 @@ def _roi_spp_avg(features: Tensor, batch: Tensor, cells: Tensor, levels: Tuple[i
     def chunk(start: int, stop: int) -> Dict[int, Tensor]:
         grids = {}
         for n, (rows, weights) in lookups.items():
-            mean = F.embedding_bag(rows[start:stop].reshape(-1, 4), sat,
-                                   per_sample_weights=weights[start:stop].reshape(-1, 4), mode="sum")
+            mean = F.embedding_bag(
+                rows[start:stop].reshape(-1, 4), sat, per_sample_weights=weights[start:stop].reshape(-1, 4), mode="sum"
+            )
             grids[n] = mean.to(features.dtype).view(stop - start, n, n, C)
         return grids
 
@@ -493,8 +505,14 @@ def _roi_spp_avg(features: Tensor, batch: Tensor, cells: Tensor, levels: Tuple[i
     return out
 
 
-def roi_spp(features: Tensor, rois: Tensor, levels: Sequence[int] = (6, 3, 2, 1), stride: float = 16,
-            offset: float = 0.0, mode: str = "max") -> Tensor:
+def roi_spp(
+    features: Tensor,
+    rois: Tensor,
+    levels: Sequence[int] = (6, 3, 2, 1),
+    stride: float = 16,
+    offset: float = 0.0,
+    mode: str = "max",
+) -> Tensor:
     """Region SPP: pool each window of ``rois`` on ``features`` to a fixed-length vector.
 
     Args:
@@ -557,8 +575,9 @@ class RoISpatialPyramidPool(nn.Module):
         torch.Size([1, 12800])
     """
 
-    def __init__(self, levels: Sequence[int] = (6, 3, 2, 1), stride: float = 16, offset: float = 0.0,
-                 mode: str = "max") -> None:
+    def __init__(
+        self, levels: Sequence[int] = (6, 3, 2, 1), stride: float = 16, offset: float = 0.0, mode: str = "max"
+    ) -> None:
         super().__init__()
         self.levels = _check_levels(levels)
         self.mode = _check_mode(mode)

@@ -29,6 +29,7 @@ state_dict (torchvision keys, e.g. ``features.0.0.weight``) maps onto the trunca
 as is: the parts the truncation drops (classifier, ``layer4``...) are ignored, a sppdet
 checkpoint's ``model``/``backbone.`` wrapper is unwrapped. ZF-5 and tiny take local files only.
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,8 +48,17 @@ from ..fileio import torch_load
 
 log = logging.getLogger("sppdet.backbone")
 
-__all__ = ["Backbone", "WithinChannelLRN", "build_backbone", "feature_geometry", "load_weights",
-           "normalize_image", "resolve_weights", "BACKBONES", "NORMALIZATIONS"]
+__all__ = [
+    "Backbone",
+    "WithinChannelLRN",
+    "build_backbone",
+    "feature_geometry",
+    "load_weights",
+    "normalize_image",
+    "resolve_weights",
+    "BACKBONES",
+    "NORMALIZATIONS",
+]
 
 # ---------------------------------------------------------------------------------------
 # Input normalisation
@@ -183,9 +193,16 @@ class Backbone(nn.Module):
     #: Key prefixes of layers that no pretrained file has (randomly initialised).
     new_prefixes: Tuple[str, ...] = ("reduce.",)
 
-    def __init__(self, name: str, layers: "OrderedDict[str, nn.Module]", stage_names: Sequence[Sequence[str]],
-                 out_channels: int, normalization: str = "imagenet", reduce_channels: int = 0,
-                 truncated_prefixes: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        layers: "OrderedDict[str, nn.Module]",
+        stage_names: Sequence[Sequence[str]],
+        out_channels: int,
+        normalization: str = "imagenet",
+        reduce_channels: int = 0,
+        truncated_prefixes: Sequence[str] = (),
+    ) -> None:
         super().__init__()
         self._frozen_bn: Tuple[str, ...] = ()
         self.name = name
@@ -222,8 +239,10 @@ class Backbone(nn.Module):
         elif 0 <= freeze_at <= n:
             frozen = [self.get_submodule(m) for stage in self.stage_names[:freeze_at] for m in stage]
         else:
-            raise ConfigError(f"model.freeze_at: {freeze_at} out of range for backbone '{self.name}' "
-                              f"(-1, or 0..{n}: it has {n} stages)")
+            raise ConfigError(
+                f"model.freeze_at: {freeze_at} out of range for backbone '{self.name}' "
+                f"(-1, or 0..{n}: it has {n} stages)"
+            )
         for m in frozen:
             m.requires_grad_(False)
         frozen_ids = {id(m) for f in frozen for m in f.modules()}
@@ -242,8 +261,10 @@ class Backbone(nn.Module):
         return self
 
     def extra_repr(self) -> str:
-        return (f"name={self.name}, stride={self.stride}, offset={self.offset}, "
-                f"out_channels={self.out_channels}, normalization={self.normalization}")
+        return (
+            f"name={self.name}, stride={self.stride}, offset={self.offset}, "
+            f"out_channels={self.out_channels}, normalization={self.normalization}"
+        )
 
 
 class WithinChannelLRN(nn.Module):
@@ -289,16 +310,19 @@ def _tiny(cfg: ModelConfig) -> Backbone:
     s4 = 2 if cfg.tiny_stride == 16 else 1
 
     def block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False),
-                             nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
 
     stage2: nn.Module = block(w, w, 2)
     if cfg.tiny_stem_convs:  # a Sequential only then: checkpoints without extra convs keep their keys
         stage2 = nn.Sequential(stage2, *[block(w, w) for _ in range(cfg.tiny_stem_convs)])
     layers = OrderedDict(
-        stage1=block(3, w, 2),                                               # /2
-        stage2=stage2,                                                       # /4
-        stage3=nn.Sequential(block(w, 2 * w, 2), block(2 * w, 2 * w)),       # /8
+        stage1=block(3, w, 2),  # /2
+        stage2=stage2,  # /4
+        stage3=nn.Sequential(block(w, 2 * w, 2), block(2 * w, 2 * w)),  # /8
         stage4=nn.Sequential(block(2 * w, 4 * w, s4), block(4 * w, 4 * w)),  # /16 (/8)
         stage5=nn.Sequential(block(4 * w, 4 * w, dilation=2), block(4 * w, 4 * w, dilation=2)),
     )
@@ -331,13 +355,20 @@ def _zf5(cfg: ModelConfig) -> Backbone:
     """
     pool = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)
     layers = OrderedDict(
-        conv1=nn.Conv2d(3, 96, 7, 2, 3), relu1=nn.ReLU(inplace=True), norm1=WithinChannelLRN(),
+        conv1=nn.Conv2d(3, 96, 7, 2, 3),
+        relu1=nn.ReLU(inplace=True),
+        norm1=WithinChannelLRN(),
         pool1=nn.MaxPool2d(**pool),
-        conv2=nn.Conv2d(96, 256, 5, 2, 2), relu2=nn.ReLU(inplace=True), norm2=WithinChannelLRN(),
+        conv2=nn.Conv2d(96, 256, 5, 2, 2),
+        relu2=nn.ReLU(inplace=True),
+        norm2=WithinChannelLRN(),
         pool2=nn.MaxPool2d(**pool),
-        conv3=nn.Conv2d(256, 384, 3, 1, 1), relu3=nn.ReLU(inplace=True),
-        conv4=nn.Conv2d(384, 384, 3, 1, 1), relu4=nn.ReLU(inplace=True),
-        conv5=nn.Conv2d(384, 256, 3, 1, 1), relu5=nn.ReLU(inplace=True),
+        conv3=nn.Conv2d(256, 384, 3, 1, 1),
+        relu3=nn.ReLU(inplace=True),
+        conv4=nn.Conv2d(384, 384, 3, 1, 1),
+        relu4=nn.ReLU(inplace=True),
+        conv5=nn.Conv2d(384, 256, 3, 1, 1),
+        relu5=nn.ReLU(inplace=True),
     )
     for m in layers.values():
         _init_convs(m)
@@ -366,8 +397,14 @@ def _vgg16(cfg: ModelConfig) -> Backbone:
     stages.append(block)
     features = nn.Sequential(*seq)
     _init_convs(features)
-    return Backbone("vgg16", OrderedDict(features=features), stages, 512, reduce_channels=cfg.reduce_channels,
-                    truncated_prefixes=("features.30.",))
+    return Backbone(
+        "vgg16",
+        OrderedDict(features=features),
+        stages,
+        512,
+        reduce_channels=cfg.reduce_channels,
+        truncated_prefixes=("features.30.",),
+    )
 
 
 def _resnet(arch: str) -> Callable[[ModelConfig], Backbone]:
@@ -378,10 +415,11 @@ def _resnet(arch: str) -> Callable[[ModelConfig], Backbone]:
         net = getattr(torchvision.models, arch)(weights=None)
         keys = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3"]
         layers = OrderedDict((k, getattr(net, k)) for k in keys)
-        out = net.layer3[-1].conv3.out_channels if hasattr(net.layer3[-1], "conv3") else net.layer3[-1].conv2.out_channels
+        out = (
+            net.layer3[-1].conv3.out_channels if hasattr(net.layer3[-1], "conv3") else net.layer3[-1].conv2.out_channels
+        )
         stages = [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"]]
-        return Backbone(arch, layers, stages, out, reduce_channels=cfg.reduce_channels,
-                        truncated_prefixes=("layer4.",))
+        return Backbone(arch, layers, stages, out, reduce_channels=cfg.reduce_channels, truncated_prefixes=("layer4.",))
 
     return build
 
@@ -400,13 +438,23 @@ def _mobilenet_v2(cfg: ModelConfig) -> Backbone:
     features = net.features[:n]
     out = 96 if n == 14 else 1280
     truncated = tuple(f"features.{i}." for i in range(n, len(net.features)))
-    return Backbone("mobilenet_v2", OrderedDict(features=features), [[f"features.{i}"] for i in range(n)], out,
-                    reduce_channels=cfg.reduce_channels, truncated_prefixes=truncated)
+    return Backbone(
+        "mobilenet_v2",
+        OrderedDict(features=features),
+        [[f"features.{i}"] for i in range(n)],
+        out,
+        reduce_channels=cfg.reduce_channels,
+        truncated_prefixes=truncated,
+    )
 
 
 BACKBONES: Dict[str, Callable[[ModelConfig], Backbone]] = {
-    "tiny": _tiny, "zf5": _zf5, "vgg16": _vgg16, "resnet18": _resnet("resnet18"),
-    "resnet50": _resnet("resnet50"), "mobilenet_v2": _mobilenet_v2,
+    "tiny": _tiny,
+    "zf5": _zf5,
+    "vgg16": _vgg16,
+    "resnet18": _resnet("resnet18"),
+    "resnet50": _resnet("resnet50"),
+    "mobilenet_v2": _mobilenet_v2,
 }
 _TORCHVISION = ("vgg16", "resnet18", "resnet50", "mobilenet_v2")
 
@@ -416,8 +464,12 @@ _TORCHVISION = ("vgg16", "resnet18", "resnet50", "mobilenet_v2")
 
 
 def _looks_like_path(text: str) -> bool:
-    return ("/" in text or "\\" in text or text.startswith(("~", "."))
-            or Path(text).suffix.lower() in (".pth", ".pt", ".bin", ".ckpt", ".tar", ".pkl"))
+    return (
+        "/" in text
+        or "\\" in text
+        or text.startswith(("~", "."))
+        or Path(text).suffix.lower() in (".pth", ".pt", ".bin", ".ckpt", ".tar", ".pkl")
+    )
 
 
 def resolve_weights(arch: str, weights: str):
@@ -429,8 +481,10 @@ def resolve_weights(arch: str, weights: str):
     if _looks_like_path(weights):
         raise CheckpointError(f"{weights}: weights file not found (model.weights)")
     if arch not in _TORCHVISION:
-        raise ConfigError(f"model.weights: '{weights}' is not a file, and backbone '{arch}' has no "
-                          f"torchvision weights: give a local state_dict path")
+        raise ConfigError(
+            f"model.weights: '{weights}' is not a file, and backbone '{arch}' has no "
+            f"torchvision weights: give a local state_dict path"
+        )
     import torchvision
 
     enum_cls = torchvision.models.get_model_weights(arch)
@@ -441,8 +495,7 @@ def resolve_weights(arch: str, weights: str):
         return enum_cls[name]
     except KeyError:
         names = ", ".join([m.name for m in enum_cls] + ["DEFAULT"])
-        raise ConfigError(f"model.weights: '{weights}' is neither a file nor a {arch} weights name "
-                          f"({names})") from None
+        raise ConfigError(f"model.weights: '{weights}' is neither a file nor a {arch} weights name ({names})") from None
 
 
 def _unwrap_state_dict(obj, label: str) -> Dict[str, torch.Tensor]:
@@ -454,9 +507,9 @@ def _unwrap_state_dict(obj, label: str) -> Dict[str, torch.Tensor]:
         raise CheckpointError(f"{label}: not a state_dict (expected a mapping of parameter names to tensors)")
     state = {str(k): v for k, v in obj.items()}
     if all(k.startswith("module.") for k in state):  # DataParallel / DDP wrapper
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     if any(k.startswith("backbone.") for k in state):  # a sppdet detector checkpoint
-        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     return state
 
 
@@ -465,8 +518,9 @@ def _read_torchvision(weights) -> Dict[str, torch.Tensor]:
         return weights.get_state_dict(progress=True, check_hash=True)
     except Exception as e:  # URLError, hash mismatch, disk full...
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot get torchvision weights {weights} ({msg}); offline, give a local "
-                              f"state_dict path in model.weights") from e
+        raise CheckpointError(
+            f"cannot get torchvision weights {weights} ({msg}); offline, give a local state_dict path in model.weights"
+        ) from e
 
 
 def load_weights(module: nn.Module, weights: str):
@@ -491,20 +545,26 @@ def load_weights(module: nn.Module, weights: str):
     matched = {k: v for k, v in state.items() if k in own}
     for k, v in matched.items():
         if v.shape != own[k].shape:
-            raise CheckpointError(f"{label}: '{k}' has shape {tuple(v.shape)}, backbone {arch} expects "
-                                  f"{tuple(own[k].shape)}")
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")
-               and not k.startswith(skip_missing)]
+            raise CheckpointError(
+                f"{label}: '{k}' has shape {tuple(v.shape)}, backbone {arch} expects {tuple(own[k].shape)}"
+            )
+    missing = [
+        k for k in own if k not in state and not k.endswith("num_batches_tracked") and not k.startswith(skip_missing)
+    ]
     if missing:
         seen = ", ".join(list(state)[:2])
         total = sum(not k.endswith("num_batches_tracked") for k in own)
-        raise CheckpointError(f"{label}: {len(missing)} of {total} {arch} backbone weights missing "
-                              f"(e.g. {', '.join(missing[:3])}; the file has {seen}, ...)")
-    unexpected = [k for k in state if k not in own and not k.startswith(dropped)
-                  and not k.endswith("num_batches_tracked")]
+        raise CheckpointError(
+            f"{label}: {len(missing)} of {total} {arch} backbone weights missing "
+            f"(e.g. {', '.join(missing[:3])}; the file has {seen}, ...)"
+        )
+    unexpected = [
+        k for k in state if k not in own and not k.startswith(dropped) and not k.endswith("num_batches_tracked")
+    ]
     if unexpected:
-        log.warning("%s: %d keys not used by backbone %s (e.g. %s)", label, len(unexpected), arch,
-                    ", ".join(unexpected[:3]))
+        log.warning(
+            "%s: %d keys not used by backbone %s (e.g. %s)", label, len(unexpected), arch, ", ".join(unexpected[:3])
+        )
     module.load_state_dict(matched, strict=False)
     log.info("loaded %d tensors into backbone %s from %s", len(matched), arch, label)
     return source
@@ -519,8 +579,13 @@ def _check_enum_normalization(weights, normalization: str) -> None:
         return
     imagenet = mean == [0.485, 0.456, 0.406] and std == [0.229, 0.224, 0.225]
     if imagenet != (normalization == "imagenet"):
-        log.warning("model.normalization is '%s' but torchvision %s expects RGB (x/255 - %s) / %s",
-                    normalization, weights, mean, std)
+        log.warning(
+            "model.normalization is '%s' but torchvision %s expects RGB (x/255 - %s) / %s",
+            normalization,
+            weights,
+            mean,
+            std,
+        )
 
 
 def build_backbone(cfg: ModelConfig) -> Backbone:
@@ -531,8 +596,7 @@ def build_backbone(cfg: ModelConfig) -> Backbone:
     if cfg.reduce_channels < 0:
         raise ConfigError(f"model.reduce_channels: must be >= 0, got {cfg.reduce_channels}")
     if cfg.backbone != "mobilenet_v2" and cfg.feature_stride != 16:
-        raise ConfigError(f"model.feature_stride: only mobilenet_v2 has a stride-32 tap; "
-                          f"{cfg.backbone} has stride 16")
+        raise ConfigError(f"model.feature_stride: only mobilenet_v2 has a stride-32 tap; {cfg.backbone} has stride 16")
     backbone = BACKBONES[cfg.backbone](cfg)
     backbone.normalization = cfg.normalization
     if cfg.weights:
@@ -540,6 +604,9 @@ def build_backbone(cfg: ModelConfig) -> Backbone:
         if not isinstance(source, Path):
             _check_enum_normalization(source, cfg.normalization)
     elif cfg.frozen_bn and any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules()):
-        log.warning("model.frozen_bn is true with random weights (model.weights: ''): the %s backbone's "
-                    "batch-norms stay identity; set model.frozen_bn: false to train them", cfg.backbone)
+        log.warning(
+            "model.frozen_bn is true with random weights (model.weights: ''): the %s backbone's "
+            "batch-norms stay identity; set model.frozen_bn: false to train them",
+            cfg.backbone,
+        )
     return backbone.freeze(cfg.freeze_at, cfg.frozen_bn)

@@ -15,6 +15,7 @@ Example::
     rois = torch.tensor([[0, 10.0, 20.0, 200.0, 180.0]])   # (batch index, x1, y1, x2, y2)
     out = model(batch, rois)        # {"cls_logits": (1, K+1), "bbox_deltas": (1, 4K), "fc7": ...}
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,13 +36,22 @@ from .head import SPPHead
 class SPPDetector(nn.Module):
     """Backbone + region SPP + fc head (see module docstring)."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int, spp_levels: Sequence[int] = (6, 3, 2, 1),
-                 spp_mode: str = "max", fc_dims: Sequence[int] = (4096, 4096), dropout: float = 0.5,
-                 normalization: str = "imagenet", target_size: int = 224) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        spp_levels: Sequence[int] = (6, 3, 2, 1),
+        spp_mode: str = "max",
+        fc_dims: Sequence[int] = (4096, 4096),
+        dropout: float = 0.5,
+        normalization: str = "imagenet",
+        target_size: int = 224,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.spp = RoISpatialPyramidPool(levels=tuple(spp_levels), stride=backbone.stride,
-                                         offset=backbone.offset, mode=spp_mode)
+        self.spp = RoISpatialPyramidPool(
+            levels=tuple(spp_levels), stride=backbone.stride, offset=backbone.offset, mode=spp_mode
+        )
         self.spp_dim = backbone.out_channels * sum(n * n for n in spp_levels)
         self.head = SPPHead(self.spp_dim, num_classes, fc_dims, dropout)
         self.num_classes = num_classes
@@ -49,8 +59,9 @@ class SPPDetector(nn.Module):
         self.target_size = target_size
 
     # -- input -------------------------------------------------------------------------
-    def prepare(self, images: Sequence[np.ndarray], scales: Sequence[int], max_size: int,
-                flips: Sequence[bool] = ()) -> ImageBatch:
+    def prepare(
+        self, images: Sequence[np.ndarray], scales: Sequence[int], max_size: int, flips: Sequence[bool] = ()
+    ) -> ImageBatch:
         """Resize (per scale), optionally mirror, normalise and pad RGB uint8 ``HxWx3`` images."""
         flips = list(flips) or [False] * len(images)
         prepared = [prepare_image(im, scales, max_size, self.normalization, f) for im, f in zip(images, flips)]
@@ -69,8 +80,9 @@ class SPPDetector(nn.Module):
             return [backbone(x.contiguous(memory_format=torch.channels_last)) for x in batch.images]
         return [self.backbone(x) for x in batch.images]
 
-    def pool(self, features: List[torch.Tensor], factors: torch.Tensor, rois: torch.Tensor,
-             target_size: float = 0) -> torch.Tensor:
+    def pool(
+        self, features: List[torch.Tensor], factors: torch.Tensor, rois: torch.Tensor, target_size: float = 0
+    ) -> torch.Tensor:
         """Region-SPP vectors ``(R, D)`` for ``rois (R, 5)`` = ``(batch index, x1, y1, x2, y2)``
         in original image pixels; each window is pooled at its best scale."""
         if rois.numel() == 0:
@@ -113,8 +125,10 @@ def _weights_fingerprint(module: nn.Module) -> tuple:
     tensors = [t.detach() for t in list(module.parameters()) + list(module.buffers())]
     sums = [t.sum(dtype=torch.float64) for t in tensors if t.is_floating_point() and t.numel()]
     # inference tensors (a model built under inference mode) have no version counter: the sums still tell
-    return (tuple((t.data_ptr(), 0 if t.is_inference() else t._version, t.dtype) for t in tensors),
-            tuple(torch.stack(sums).tolist()) if sums else ())
+    return (
+        tuple((t.data_ptr(), 0 if t.is_inference() else t._version, t.dtype) for t in tensors),
+        tuple(torch.stack(sums).tolist()) if sums else (),
+    )
 
 
 def inference_backbone(backbone: nn.Module) -> nn.Module:
@@ -146,7 +160,14 @@ def inference_backbone(backbone: nn.Module) -> nn.Module:
 def build_detector(cfg, num_classes: int) -> SPPDetector:
     """Build the detector from a :class:`sppdet.config.Config`."""
     backbone = build_backbone(cfg.model)
-    model = SPPDetector(backbone, num_classes, cfg.model.spp_levels, cfg.model.spp_mode,
-                        cfg.model.fc_dims, cfg.model.dropout, cfg.model.normalization,
-                        cfg.input.target_size)
+    model = SPPDetector(
+        backbone,
+        num_classes,
+        cfg.model.spp_levels,
+        cfg.model.spp_mode,
+        cfg.model.fc_dims,
+        cfg.model.dropout,
+        cfg.model.normalization,
+        cfg.input.target_size,
+    )
     return model

@@ -12,6 +12,7 @@ coordinates, so window projection is unaffected).
 
 Shape shorthand: N images, S scales, R windows, C channels.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -71,7 +72,7 @@ def assign_scales(boxes: torch.Tensor, factors: torch.Tensor, target_size: float
     if factors.shape[1] == 1:
         return torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)
     areas = box_area(boxes).to(factors.dtype).unsqueeze(1)
-    diff = (areas * factors ** 2 - float(target_size) ** 2).abs()
+    diff = (areas * factors**2 - float(target_size) ** 2).abs()
     return diff.argmin(dim=1)
 
 
@@ -101,8 +102,9 @@ class ImageBatch:
         return ImageBatch([im.pin_memory() for im in self.images], self.factors, self.sizes)
 
 
-def prepare_image(image: np.ndarray, scales: Sequence[int], max_size: int, normalization: str,
-                  flip: bool = False) -> Tuple[List[torch.Tensor], List[float]]:
+def prepare_image(
+    image: np.ndarray, scales: Sequence[int], max_size: int, normalization: str, flip: bool = False
+) -> Tuple[List[torch.Tensor], List[float]]:
     """Resize an RGB uint8 ``HxWx3`` image to each scale (optionally mirrored) and normalise.
 
     Returns one ``(3, H_s, W_s)`` float tensor per scale and the resize factors.
@@ -120,8 +122,9 @@ def prepare_image(image: np.ndarray, scales: Sequence[int], max_size: int, norma
     return out, factors
 
 
-def collate_images(prepared: Sequence[Tuple[List[torch.Tensor], List[float]]],
-                   sizes: Sequence[Tuple[int, int]], size_divisible: int) -> ImageBatch:
+def collate_images(
+    prepared: Sequence[Tuple[List[torch.Tensor], List[float]]], sizes: Sequence[Tuple[int, int]], size_divisible: int
+) -> ImageBatch:
     """Pad images prepared by :func:`prepare_image` into an :class:`ImageBatch`."""
     num_scales = len(prepared[0][0])
     images = [pad_batch([p[0][s] for p in prepared], size_divisible) for s in range(num_scales)]

@@ -2,6 +2,7 @@
 
 Shape shorthand: R windows, D = C * sum(n*n) (the SPP vector length), K object classes.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Sequence
@@ -18,8 +19,9 @@ class SPPHead(nn.Module):
     R-CNN deltas (see :class:`sppdet.structures.BoxCoder`) for class ``k``.
     """
 
-    def __init__(self, in_dim: int, num_classes: int, fc_dims: Sequence[int] = (4096, 4096),
-                 dropout: float = 0.5) -> None:
+    def __init__(
+        self, in_dim: int, num_classes: int, fc_dims: Sequence[int] = (4096, 4096), dropout: float = 0.5
+    ) -> None:
         super().__init__()
         layers = []
         dim = in_dim

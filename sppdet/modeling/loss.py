@@ -2,6 +2,7 @@
 
 Kept apart from the model so the same object scores training and validation batches.
 """
+
 from __future__ import annotations
 
 from typing import Dict
@@ -25,8 +26,9 @@ class FastRCNNLoss:
         self.box_loss_weight = box_loss_weight
         self.beta = smooth_l1_beta
 
-    def __call__(self, outputs: Dict[str, torch.Tensor], labels: torch.Tensor,
-                 targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def __call__(
+        self, outputs: Dict[str, torch.Tensor], labels: torch.Tensor, targets: torch.Tensor
+    ) -> Dict[str, torch.Tensor]:
         logits = outputs["cls_logits"]
         loss_cls = F.cross_entropy(logits, labels)
         fg = torch.nonzero(labels > 0).flatten()

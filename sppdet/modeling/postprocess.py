@@ -1,4 +1,5 @@
 """Turn raw head outputs into detections: decode, clip, per-class NMS, top-k."""
+
 from __future__ import annotations
 
 from typing import Dict, Tuple
@@ -17,15 +18,17 @@ class PostProcess:
     ``labels (M,)`` in 1..K, at most ``max_detections``, sorted by score.
     """
 
-    def __init__(self, box_coder: BoxCoder, score_thresh: float = 0.05, nms_thresh: float = 0.3,
-                 max_detections: int = 100) -> None:
+    def __init__(
+        self, box_coder: BoxCoder, score_thresh: float = 0.05, nms_thresh: float = 0.3, max_detections: int = 100
+    ) -> None:
         self.box_coder = box_coder
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
         self.max_detections = max_detections
 
-    def __call__(self, scores: torch.Tensor, deltas: torch.Tensor, proposals: torch.Tensor,
-                 image_size: Tuple[int, int]) -> Dict[str, torch.Tensor]:
+    def __call__(
+        self, scores: torch.Tensor, deltas: torch.Tensor, proposals: torch.Tensor, image_size: Tuple[int, int]
+    ) -> Dict[str, torch.Tensor]:
         num_classes = scores.shape[1] - 1
         proposals = proposals.to(scores.dtype)
         if deltas is not None:

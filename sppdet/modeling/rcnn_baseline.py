@@ -32,6 +32,7 @@ Example::
     image = rcnn.prepare(image_rgb)                   # (3, H, W), original resolution
     out = rcnn(image, boxes)                          # same dict as model.head: cls_logits...
 """
+
 from __future__ import annotations
 
 from typing import Dict, Iterator
@@ -61,8 +62,9 @@ def context_boxes(boxes: torch.Tensor, crop_size: int = CROP_SIZE, context: int 
     return torch.stack([boxes[:, 0] - pad_x, boxes[:, 1] - pad_y, boxes[:, 2] + pad_x, boxes[:, 3] + pad_y], 1)
 
 
-def warp_windows(image: torch.Tensor, boxes: torch.Tensor, crop_size: int = CROP_SIZE,
-                 context: int = CONTEXT) -> torch.Tensor:
+def warp_windows(
+    image: torch.Tensor, boxes: torch.Tensor, crop_size: int = CROP_SIZE, context: int = CONTEXT
+) -> torch.Tensor:
     """Warped windows ``(R, 3, S, S)`` of a normalised image ``(3, H, W)`` (see module docs).
 
     One bilinear sample per output pixel, at its centre; samples outside the image read 0
@@ -78,8 +80,14 @@ def warp_windows(image: torch.Tensor, boxes: torch.Tensor, crop_size: int = CROP
         return image.new_zeros((0, image.shape[0], crop_size, crop_size))
     windows = context_boxes(boxes, crop_size, context)
     if image.device.type != "cpu" or image.dtype != torch.float32:
-        return roi_align(image[None], [windows.to(image.dtype)], output_size=(crop_size, crop_size),
-                         spatial_scale=1.0, sampling_ratio=1, aligned=True)
+        return roi_align(
+            image[None],
+            [windows.to(image.dtype)],
+            output_size=(crop_size, crop_size),
+            spatial_scale=1.0,
+            sampling_ratio=1,
+            aligned=True,
+        )
     import cv2
 
     # one replicated pixel around the image, as roi_align clamps samples less than 1 px outside
@@ -89,8 +97,15 @@ def warp_windows(image: torch.Tensor, boxes: torch.Tensor, crop_size: int = CROP
         sx, sy = (x2 - x1) / crop_size, (y2 - y1) / crop_size
         # crop pixel index (c, r) -> image pixel index (x1 + (c + 0.5) sx - 0.5, ...), + 1 for the border
         m = np.array([[sx, 0.0, x1 + 0.5 * sx + 0.5], [0.0, sy, y1 + 0.5 * sy + 0.5]])
-        cv2.warpAffine(src, m, (crop_size, crop_size), dst=out[i], borderMode=cv2.BORDER_CONSTANT, borderValue=0,
-                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        cv2.warpAffine(
+            src,
+            m,
+            (crop_size, crop_size),
+            dst=out[i],
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        )
     return torch.from_numpy(out).permute(0, 3, 1, 2)
 
 
@@ -102,8 +117,9 @@ class RCNNBaseline(nn.Module):
     are also exposed one by one (:meth:`warp`, :meth:`conv`, :meth:`pool`) for timing.
     """
 
-    def __init__(self, detector: nn.Module, crop_size: int = CROP_SIZE, context: int = CONTEXT,
-                 batch_size: int = 32) -> None:
+    def __init__(
+        self, detector: nn.Module, crop_size: int = CROP_SIZE, context: int = CONTEXT, batch_size: int = 32
+    ) -> None:
         super().__init__()
         self.detector = detector
         self.crop_size = int(crop_size)

@@ -10,6 +10,7 @@ An image with no (usable) objects, or whose proposals all overlap objects by les
 IoU in ``[0, bg_high)`` are used, so every image contributes a full batch of negatives
 (detectron2's choice; Fast R-CNN's 0.1 floor was a hard-negative heuristic, not a rule).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,10 +39,18 @@ def _choice(idx: torch.Tensor, k: int, generator: Optional[torch.Generator]) -> 
     return idx[perm]
 
 
-def sample_windows(proposals: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor,
-                   box_coder: BoxCoder, num_samples: int = 64, fg_fraction: float = 0.25,
-                   fg_iou: float = 0.5, bg_low: float = 0.1, bg_high: float = 0.5,
-                   generator: Optional[torch.Generator] = None) -> SampledWindows:
+def sample_windows(
+    proposals: torch.Tensor,
+    gt_boxes: torch.Tensor,
+    gt_labels: torch.Tensor,
+    box_coder: BoxCoder,
+    num_samples: int = 64,
+    fg_fraction: float = 0.25,
+    fg_iou: float = 0.5,
+    bg_low: float = 0.1,
+    bg_high: float = 0.5,
+    generator: Optional[torch.Generator] = None,
+) -> SampledWindows:
     """Sample ``num_samples`` windows (fewer only if the image has fewer candidates).
 
     Args:

@@ -9,13 +9,24 @@
 * :mod:`.build` -- :func:`get_proposals` (cached, resumable) used by training and inference.
 * :mod:`.recall` -- recall / average recall against ground truth.
 """
+
 from .build import METHODS, compute_dataset_proposals, compute_proposals, get_proposals
 from .io import convert_to_store, load_proposals, sanitize_proposals, write_store
 from .recall import evaluate_recall, format_recall_table, save_recall_report
 from .store import ProposalStore, save_proposals
 
 __all__ = [
-    "METHODS", "ProposalStore", "compute_dataset_proposals", "compute_proposals", "convert_to_store",
-    "evaluate_recall", "format_recall_table", "get_proposals", "load_proposals",
-    "sanitize_proposals", "save_proposals", "save_recall_report", "write_store",
+    "METHODS",
+    "ProposalStore",
+    "compute_dataset_proposals",
+    "compute_proposals",
+    "convert_to_store",
+    "evaluate_recall",
+    "format_recall_table",
+    "get_proposals",
+    "load_proposals",
+    "sanitize_proposals",
+    "save_proposals",
+    "save_recall_report",
+    "write_store",
 ]

@@ -21,6 +21,7 @@ sharded over the ranks (rank ``r`` of ``w`` computes every ``w``-th one, with it
 writes the store, which the other ranks then open. The cache folder must therefore be on a
 filesystem every rank sees (a shared one for several nodes); a missing image is a clear error.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,8 +54,9 @@ METHODS = ("ss-fast", "ss-quality", "edgeboxes")
 ALGORITHM_VERSION = 1
 
 
-def compute_proposals(image_rgb: np.ndarray, method: str,
-                      cfg: ProposalConfig) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+def compute_proposals(
+    image_rgb: np.ndarray, method: str, cfg: ProposalConfig
+) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Proposals for one RGB image: ``(boxes float32 (N, 4) ours, scores (N,) or None)``.
 
     ``method``: ``"ss-fast"``, ``"ss-quality"`` (Selective Search, no scores: ranking order)
@@ -62,12 +64,18 @@ def compute_proposals(image_rgb: np.ndarray, method: str,
     and, for EdgeBoxes, ``cfg.edge_model``.
     """
     if method in ("ss-fast", "ss-quality"):
-        boxes = selective_search(image_rgb, mode=method[3:], max_side=cfg.max_side,
-                                 max_boxes=cfg.max_per_image, min_size=cfg.min_size)
+        boxes = selective_search(
+            image_rgb, mode=method[3:], max_side=cfg.max_side, max_boxes=cfg.max_per_image, min_size=cfg.min_size
+        )
         return boxes, None
     if method == "edgeboxes":
-        return edge_boxes(image_rgb, max_boxes=cfg.max_per_image, model_path=cfg.edge_model,
-                          max_side=cfg.max_side, min_size=cfg.min_size)
+        return edge_boxes(
+            image_rgb,
+            max_boxes=cfg.max_per_image,
+            model_path=cfg.edge_model,
+            max_side=cfg.max_side,
+            min_size=cfg.min_size,
+        )
     raise ConfigError(f"proposals.method: unknown method '{method}' (use 'file' or one of {', '.join(METHODS)})")
 
 
@@ -85,8 +93,13 @@ def _key(parts: Dict) -> str:
 
 
 def _method_params(method: str, pcfg: ProposalConfig) -> Dict:
-    params = {"method": method, "max_per_image": pcfg.max_per_image, "min_size": pcfg.min_size,
-              "max_side": pcfg.max_side, "version": ALGORITHM_VERSION}
+    params = {
+        "method": method,
+        "max_per_image": pcfg.max_per_image,
+        "min_size": pcfg.min_size,
+        "max_side": pcfg.max_side,
+        "version": ALGORITHM_VERSION,
+    }
     if method == "edgeboxes":
         params["edge_model"] = _file_signature(pcfg.edge_model) if pcfg.edge_model else ""
     return params
@@ -171,13 +184,25 @@ def _write_chunk(folder: Path, key: str, items: List[Tuple[str, np.ndarray, Opti
     n = len(list(folder.glob("chunk-*.npz")))
     name = folder / f"chunk-{n:06d}-r{du.get_rank()}-{os.getpid()}-{int(time.time() * 1000) % 10**9}.npz"
     scores = [s for _, _, s in items]
-    save_proposals(name, [i for i, _, _ in items], [b for _, b, _ in items],
-                   scores if all(s is not None for s in scores) else None, meta={"key": key})
+    save_proposals(
+        name,
+        [i for i, _, _ in items],
+        [b for _, b, _ in items],
+        scores if all(s is not None for s in scores) else None,
+        meta={"key": key},
+    )
 
 
-def compute_dataset_proposals(dataset, method: str, pcfg: ProposalConfig, out_path: Union[str, Path],
-                              key: str = "", meta: Optional[Dict] = None, chunk_size: int = 32,
-                              progress: bool = True) -> ProposalStore:
+def compute_dataset_proposals(
+    dataset,
+    method: str,
+    pcfg: ProposalConfig,
+    out_path: Union[str, Path],
+    key: str = "",
+    meta: Optional[Dict] = None,
+    chunk_size: int = 32,
+    progress: bool = True,
+) -> ProposalStore:
     """Compute ``method`` proposals for every image of ``dataset`` into the native store ``out_path``.
 
     Parallel over images (``pcfg.workers`` processes, 0 = this process); resumable through
@@ -194,7 +219,7 @@ def compute_dataset_proposals(dataset, method: str, pcfg: ProposalConfig, out_pa
     todo = [(r.image_id, r.file_name, r.width, r.height, method, pcfg) for r in dataset if r.image_id not in done]
     if done:
         logger.info("resuming proposals: %d images done, %d to go", len(done), len(todo))
-    mine = todo[du.get_rank()::du.get_world_size()]
+    mine = todo[du.get_rank() :: du.get_world_size()]
     if mine:
         partial.mkdir(parents=True, exist_ok=True)
         _run_tasks(mine, pcfg.workers, partial, key, done, chunk_size, progress and du.is_main_process(), method)
@@ -205,24 +230,37 @@ def compute_dataset_proposals(dataset, method: str, pcfg: ProposalConfig, out_pa
         ids = dataset.ids
         missing = [i for i in ids if i not in done]
         if missing:
-            raise DataError(f"{partial}: proposals of {len(missing)} image(s) (e.g. {missing[0]}) were computed "
-                            f"by other ranks but are not visible here; under torchrun on several nodes the "
-                            f"proposal cache folder must be on a shared filesystem (proposals.cache_dir)")
+            raise DataError(
+                f"{partial}: proposals of {len(missing)} image(s) (e.g. {missing[0]}) were computed "
+                f"by other ranks but are not visible here; under torchrun on several nodes the "
+                f"proposal cache folder must be on a shared filesystem (proposals.cache_dir)"
+            )
         results = {i: done[i] for i in ids}
-        write_store(out_path, results, meta={"key": key, "method": method, **(meta or {}),
-                                             "params": _method_params(method, pcfg), "ids_sha1": ids_hash(ids)})
+        write_store(
+            out_path,
+            results,
+            meta={
+                "key": key,
+                "method": method,
+                **(meta or {}),
+                "params": _method_params(method, pcfg),
+                "ids_sha1": ids_hash(ids),
+            },
+        )
         shutil.rmtree(partial, ignore_errors=True)
     du.barrier()  # the store is complete before the other ranks open it
     return ProposalStore(out_path)
 
 
-def _run_tasks(todo, workers: int, partial: Path, key: str, done: RawProposals, chunk_size: int,
-               progress: bool, method: str) -> None:
+def _run_tasks(
+    todo, workers: int, partial: Path, key: str, done: RawProposals, chunk_size: int, progress: bool, method: str
+) -> None:
     from tqdm import tqdm
 
     buffer: List = []
-    bar = tqdm(total=len(todo), desc=f"proposals ({method})", unit="img", disable=not progress or None,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=len(todo), desc=f"proposals ({method})", unit="img", disable=not progress or None, dynamic_ncols=True
+    )
     pool = None
     old_threads = cv2.getNumThreads()
     try:
@@ -255,8 +293,9 @@ def _run_tasks(todo, workers: int, partial: Path, key: str, done: RawProposals, 
 # the entry point used by training and inference
 
 
-def get_proposals(cfg: Config, dataset, split: str, output_dir: Optional[Union[str, Path]] = None,
-                  progress: bool = True) -> ProposalStore:
+def get_proposals(
+    cfg: Config, dataset, split: str, output_dir: Optional[Union[str, Path]] = None, progress: bool = True
+) -> ProposalStore:
     """A :class:`ProposalStore` covering every image of ``dataset`` (module docstring).
 
     ``cfg.proposals.method == "file"``: read ``train_file`` (split ``"train"``) or ``test_file``
@@ -273,8 +312,12 @@ def get_proposals(cfg: Config, dataset, split: str, output_dir: Optional[Union[s
         field = "train_file" if split == "train" else "test_file"
         if not source:
             raise ConfigError(f"proposals.method is 'file' but proposals.{field} is empty")
-        params = {"source": _file_signature(source), "max_per_image": pcfg.max_per_image,
-                  "min_size": pcfg.min_size, "version": ALGORITHM_VERSION}
+        params = {
+            "source": _file_signature(source),
+            "max_per_image": pcfg.max_per_image,
+            "min_size": pcfg.min_size,
+            "version": ALGORITHM_VERSION,
+        }
         key = _key({"params": params, "ids": ids_hash(ids)})
         path = folder / f"{dname}-{split}-file-{key}.npz"
         # under torchrun rank 0 converts the file (cheap next to computing) while the others wait
@@ -282,8 +325,9 @@ def get_proposals(cfg: Config, dataset, split: str, output_dir: Optional[Union[s
         du.barrier()
         return store if store is not None else ProposalStore(path)
     if pcfg.method not in METHODS:
-        raise ConfigError(f"proposals.method: unknown method '{pcfg.method}' (use 'file' or one of "
-                          f"{', '.join(METHODS)})")
+        raise ConfigError(
+            f"proposals.method: unknown method '{pcfg.method}' (use 'file' or one of {', '.join(METHODS)})"
+        )
     key = _key({"params": _method_params(pcfg.method, pcfg), "ids": ids_hash(ids)})
     path = folder / f"{dname}-{split}-{pcfg.method}-{key}.npz"
     cached = _open_cached(path, key, ids) if du.is_main_process() else None
@@ -291,8 +335,9 @@ def get_proposals(cfg: Config, dataset, split: str, output_dir: Optional[Union[s
         logger.info("using cached proposals %s", path)
         return cached if cached is not None else ProposalStore(path)
     logger.info("computing %s proposals for %d images -> %s", pcfg.method, len(dataset), path)
-    return compute_dataset_proposals(dataset, pcfg.method, pcfg, path, key=key,
-                                     meta={"split": split, "dataset": dataset.name}, progress=progress)
+    return compute_dataset_proposals(
+        dataset, pcfg.method, pcfg, path, key=key, meta={"split": split, "dataset": dataset.name}, progress=progress
+    )
 
 
 def _file_store(path: Path, key: str, dataset, source: str, pcfg: ProposalConfig) -> ProposalStore:
@@ -308,6 +353,9 @@ def _file_store(path: Path, key: str, dataset, source: str, pcfg: ProposalConfig
     logger.info("reading proposals from %s", source)
     raw = load_proposals(source, dataset=dataset, allow_pickle=pcfg.allow_pickle)
     clean, report = sanitize_proposals(raw, dataset, pcfg.max_per_image, pcfg.min_size, source=source)
-    write_store(path, clean, meta={"key": key, "method": "file", "source": str(source),
-                                   "report": report, "ids_sha1": ids_hash(dataset.ids)})
+    write_store(
+        path,
+        clean,
+        meta={"key": key, "method": "file", "source": str(source), "report": report, "ids_sha1": ids_hash(dataset.ids)},
+    )
     return ProposalStore(path)

@@ -40,6 +40,7 @@ fmt                    what the file holds                           to ours
 Pickles can run code: ``.pkl`` files load only with ``allow_pickle=True``, and then through an
 unpickler that accepts numpy arrays and plain containers only.
 """
+
 from __future__ import annotations
 
 import io as _io
@@ -57,8 +58,20 @@ from .store import Proposals, ProposalStore, save_proposals
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("auto", "native", "rcnn-mat", "folder", "mat", "npy", "txt", "detectron-pkl",
-           "detectron2-pkl", "mmdet-pkl", "pkl", "coco-json")
+FORMATS = (
+    "auto",
+    "native",
+    "rcnn-mat",
+    "folder",
+    "mat",
+    "npy",
+    "txt",
+    "detectron-pkl",
+    "detectron2-pkl",
+    "mmdet-pkl",
+    "pkl",
+    "coco-json",
+)
 PER_IMAGE_EXTS = (".mat", ".npy", ".txt")
 RawProposals = Dict[str, Proposals]
 
@@ -76,8 +89,7 @@ def _split_cols(arr: Any, path: Path, image_id: str, convert) -> Proposals:
     if a.size == 0:
         return np.zeros((0, 4), np.float32), None
     if a.ndim != 2 or a.shape[1] not in (4, 5):
-        raise DataError(f"{path}: image '{image_id}': expected an (N, 4) or (N, 5) box array, "
-                        f"got shape {a.shape}")
+        raise DataError(f"{path}: image '{image_id}': expected an (N, 4) or (N, 5) box array, got shape {a.shape}")
     scores = a[:, 4].astype(np.float32) if a.shape[1] == 5 else None
     return np.asarray(convert(a[:, :4]), dtype=np.float32), scores
 
@@ -226,13 +238,26 @@ class _SafeUnpickler(pickle.Unpickler):
     """Unpickles numpy arrays and plain containers; refuses every other global."""
 
     _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"),
-        ("numpy._core.numeric", "_frombuffer"), ("collections", "OrderedDict"),
-        ("builtins", "list"), ("builtins", "dict"), ("builtins", "tuple"), ("builtins", "set"),
-        ("builtins", "frozenset"), ("builtins", "int"), ("builtins", "float"), ("builtins", "str"),
-        ("builtins", "bytes"), ("builtins", "bytearray"), ("_codecs", "encode"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("collections", "OrderedDict"),
+        ("builtins", "list"),
+        ("builtins", "dict"),
+        ("builtins", "tuple"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("builtins", "int"),
+        ("builtins", "float"),
+        ("builtins", "str"),
+        ("builtins", "bytes"),
+        ("builtins", "bytearray"),
+        ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str) -> Any:
@@ -242,15 +267,19 @@ class _SafeUnpickler(pickle.Unpickler):
             return int  # detectron2.structures.BoxMode(value) -> the plain int value
         if module.startswith("numpy") and name.startswith(("dtype", "Float", "Int", "UInt", "Bool")):
             return super().find_class(module, name)  # numpy 2 dtype classes (numpy.dtypes.Float32DType)
-        raise DataError(f"refusing to unpickle '{module}.{name}': only numpy arrays and plain "
-                        "containers are accepted in proposal pickles")
+        raise DataError(
+            f"refusing to unpickle '{module}.{name}': only numpy arrays and plain "
+            "containers are accepted in proposal pickles"
+        )
 
 
 def _read_pickle(path: Path, allow_pickle: bool) -> Any:
     if not allow_pickle:
-        raise DataError(f"{path}: is a pickle; unpickling can run arbitrary code, so it is refused "
-                        "by default. If you trust this file, pass allow_pickle=True "
-                        "(tools: --allow-pickle; config: proposals.allow_pickle: true)")
+        raise DataError(
+            f"{path}: is a pickle; unpickling can run arbitrary code, so it is refused "
+            "by default. If you trust this file, pass allow_pickle=True "
+            "(tools: --allow-pickle; config: proposals.allow_pickle: true)"
+        )
     data = path.read_bytes()
     try:  # latin1: Python 2 pickles (Detectron) hold numpy buffers as str
         return _SafeUnpickler(_io.BytesIO(data), encoding="latin1").load()
@@ -286,6 +315,7 @@ def _id_mapper(dataset) -> Any:
             x = x.item()
         s = str(x)
         return by_coco.get(s, s)
+
     return to_id
 
 
@@ -304,24 +334,31 @@ def _from_pickle(path: Path, obj: Any, kind: str, dataset) -> RawProposals:
         if mode not in (0, 1):
             raise DataError(f"{path}: bbox_mode {mode} not supported (0 = XYXY_ABS, 1 = XYWH_ABS)")
         convert = _identity if mode == 0 else xywh_to_xyxy
-        return _zip_lists(path, [to_id(i) for i in obj["ids"]], obj["boxes"],
-                          obj.get("objectness_logits"), convert)
+        return _zip_lists(path, [to_id(i) for i in obj["ids"]], obj["boxes"], obj.get("objectness_logits"), convert)
     if kind == "mmdet-pkl":
         if dataset is None:
-            raise DataError(f"{path}: an mmdetection proposal file is a list in dataset order; give "
-                            "the dataset (tools: --dataset-config C --split S)")
+            raise DataError(
+                f"{path}: an mmdetection proposal file is a list in dataset order; give "
+                "the dataset (tools: --dataset-config C --split S)"
+            )
         if len(obj) != len(dataset):
-            raise DataError(f"{path}: {len(obj)} entries but the dataset has {len(dataset)} images "
-                            "(mmdetection files must follow the dataset order)")
+            raise DataError(
+                f"{path}: {len(obj)} entries but the dataset has {len(dataset)} images "
+                "(mmdetection files must follow the dataset order)"
+            )
         return {r.image_id: _split_cols(a, path, r.image_id, _identity) for r, a in zip(dataset, obj)}
-    raise DataError(f"{path}: unrecognised pickle content ({type(obj).__name__}); expected a Detectron "
-                    "or detectron2 dict or an mmdetection list")
+    raise DataError(
+        f"{path}: unrecognised pickle content ({type(obj).__name__}); expected a Detectron "
+        "or detectron2 dict or an mmdetection list"
+    )
 
 
 def _zip_lists(path: Path, ids: List[str], boxes: Sequence, scores: Optional[Sequence], convert) -> RawProposals:
     if len(ids) != len(boxes) or (scores is not None and len(scores) != len(ids)):
-        raise DataError(f"{path}: ids, boxes and scores lists differ in length "
-                        f"({len(ids)}, {len(boxes)}, {None if scores is None else len(scores)})")
+        raise DataError(
+            f"{path}: ids, boxes and scores lists differ in length "
+            f"({len(ids)}, {len(boxes)}, {None if scores is None else len(scores)})"
+        )
     out: RawProposals = {}
     for k, image_id in enumerate(ids):
         out[image_id] = _with_scores(boxes[k], None if scores is None else scores[k], path, image_id, convert)
@@ -354,8 +391,9 @@ def _load_coco_json(path: Path, dataset) -> RawProposals:
         scores.append(d.get("score", 0.0))
     out: RawProposals = {}
     for image_id, (boxes, scores) in grouped.items():
-        out[image_id] = _with_scores(np.asarray(boxes, np.float64).reshape(-1, 4),
-                                     scores if has_score else None, path, image_id, xywh_to_xyxy)
+        out[image_id] = _with_scores(
+            np.asarray(boxes, np.float64).reshape(-1, 4), scores if has_score else None, path, image_id, xywh_to_xyxy
+        )
     return out
 
 
@@ -369,12 +407,18 @@ def detect_format(path: Union[str, Path]) -> str:
     if path.is_dir():
         return "folder"
     ext = path.suffix.lower()
-    return {".npz": "native", ".mat": "mat", ".npy": "npy", ".txt": "txt", ".pkl": "pkl",
-            ".pickle": "pkl", ".json": "coco-json"}.get(ext, "unknown")
+    return {
+        ".npz": "native",
+        ".mat": "mat",
+        ".npy": "npy",
+        ".txt": "txt",
+        ".pkl": "pkl",
+        ".pickle": "pkl",
+        ".json": "coco-json",
+    }.get(ext, "unknown")
 
 
-def load_proposals(path: Union[str, Path], dataset=None, allow_pickle: bool = False,
-                   fmt: str = "auto") -> RawProposals:
+def load_proposals(path: Union[str, Path], dataset=None, allow_pickle: bool = False, fmt: str = "auto") -> RawProposals:
     """Read proposals from any supported format (module docstring) into our convention.
 
     Returns ``{image_id: (boxes float32 (N, 4), scores float32 (N,) or None)}`` in file order.
@@ -407,8 +451,9 @@ def load_proposals(path: Union[str, Path], dataset=None, allow_pickle: bool = Fa
         return _from_pickle(path, obj, _pkl_kind(obj) if kind == "pkl" else kind, dataset)
     if kind == "coco-json":
         return _load_coco_json(path, dataset)
-    raise DataError(f"{path}: cannot tell the proposal format from the extension; pass fmt= one of "
-                    f"{', '.join(FORMATS[1:])}")
+    raise DataError(
+        f"{path}: cannot tell the proposal format from the extension; pass fmt= one of {', '.join(FORMATS[1:])}"
+    )
 
 
 def _few(items: Sequence[str], n: int = 5) -> str:
@@ -417,9 +462,14 @@ def _few(items: Sequence[str], n: int = 5) -> str:
     return shown + (f" ... ({len(items)} in all)" if len(items) > n else "")
 
 
-def sanitize_proposals(raw: RawProposals, dataset=None, max_per_image: int = 2000,
-                       min_size: float = 0.0, source: str = "",
-                       allow_missing: bool = False) -> Tuple[RawProposals, Dict[str, int]]:
+def sanitize_proposals(
+    raw: RawProposals,
+    dataset=None,
+    max_per_image: int = 2000,
+    min_size: float = 0.0,
+    source: str = "",
+    allow_missing: bool = False,
+) -> Tuple[RawProposals, Dict[str, int]]:
     """Check and clean proposals; returns ``(clean, report)``.
 
     With a dataset: ids must match (none matching, or dataset images missing from the file,
@@ -431,19 +481,30 @@ def sanitize_proposals(raw: RawProposals, dataset=None, max_per_image: int = 200
     and logged, not an error.
     """
     where = f"{source}: " if source else ""
-    report = {"images": 0, "extra_ids": 0, "missing_ids": 0, "empty_images": 0, "boxes_in": 0,
-              "clipped": 0, "dropped_invalid": 0, "dropped_small": 0, "dropped_duplicate": 0,
-              "dropped_topk": 0, "boxes_out": 0}
+    report = {
+        "images": 0,
+        "extra_ids": 0,
+        "missing_ids": 0,
+        "empty_images": 0,
+        "boxes_in": 0,
+        "clipped": 0,
+        "dropped_invalid": 0,
+        "dropped_small": 0,
+        "dropped_duplicate": 0,
+        "dropped_topk": 0,
+        "boxes_out": 0,
+    }
     if dataset is not None:
         ds_ids = dataset.ids
         extra = [i for i in raw if i not in dataset]
         missing = [i for i in ds_ids if i not in raw]
         if ds_ids and len(missing) == len(ds_ids):
-            raise DataError(f"{where}no proposal image id matches the dataset: file has {_few(list(raw))}; "
-                            f"dataset has {_few(ds_ids)}")
+            raise DataError(
+                f"{where}no proposal image id matches the dataset: file has {_few(list(raw))}; "
+                f"dataset has {_few(ds_ids)}"
+            )
         if missing and not allow_missing:
-            raise DataError(f"{where}{len(missing)} dataset images have no entry in the proposal file: "
-                            f"{_few(missing)}")
+            raise DataError(f"{where}{len(missing)} dataset images have no entry in the proposal file: {_few(missing)}")
         report["extra_ids"], report["missing_ids"] = len(extra), len(missing)
         order = ds_ids
     else:
@@ -470,8 +531,9 @@ def sanitize_proposals(raw: RawProposals, dataset=None, max_per_image: int = 200
             clipped = clip_boxes(boxes, rec.width, rec.height)
             report["clipped"] += int(np.any(clipped != boxes, axis=1).sum())
             boxes = clipped
-        keep = ((boxes[:, 2] - boxes[:, 0]) >= max(min_size, 1e-6)) & \
-               ((boxes[:, 3] - boxes[:, 1]) >= max(min_size, 1e-6))
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= max(min_size, 1e-6)) & (
+            (boxes[:, 3] - boxes[:, 1]) >= max(min_size, 1e-6)
+        )
         report["dropped_small"] += int((~keep).sum())
         boxes, scores = boxes[keep], None if scores is None else scores[keep]
         _, first = np.unique(boxes, axis=0, return_index=True)
@@ -497,8 +559,12 @@ def _log_report(where: str, r: Dict[str, int]) -> None:
     if r["empty_images"]:
         logger.warning("%s%d of %d images have no proposals", where, r["empty_images"], r["images"])
     if r["dropped_invalid"]:
-        logger.warning("%sdropped %d of %d boxes with a non-finite, empty or inverted coordinate (or a "
-                       "non-finite score)", where, r["dropped_invalid"], r["boxes_in"])
+        logger.warning(
+            "%sdropped %d of %d boxes with a non-finite, empty or inverted coordinate (or a non-finite score)",
+            where,
+            r["dropped_invalid"],
+            r["boxes_in"],
+        )
     if r["extra_ids"]:
         logger.info("%s%d ids in the file are not in the dataset (ignored)", where, r["extra_ids"])
     dropped = {k: v for k, v in r.items() if (k.startswith("dropped_") or k == "clipped") and v}
@@ -519,16 +585,32 @@ def write_store(path: Union[str, Path], proposals: RawProposals, meta: Optional[
     return save_proposals(path, ids, boxes, scores, meta=meta)
 
 
-def convert_to_store(path: Union[str, Path], out: Union[str, Path], dataset=None,
-                     allow_pickle: bool = False, fmt: str = "auto", max_per_image: int = 0,
-                     min_size: float = 0.0, allow_missing: bool = False) -> Dict[str, int]:
+def convert_to_store(
+    path: Union[str, Path],
+    out: Union[str, Path],
+    dataset=None,
+    allow_pickle: bool = False,
+    fmt: str = "auto",
+    max_per_image: int = 0,
+    min_size: float = 0.0,
+    allow_missing: bool = False,
+) -> Dict[str, int]:
     """Read any supported format, sanitize (against ``dataset`` when given), write a native store.
 
     Returns the sanitize report. ``max_per_image=0`` keeps every box.
     """
     raw = load_proposals(path, dataset=dataset, allow_pickle=allow_pickle, fmt=fmt)
-    clean, report = sanitize_proposals(raw, dataset, max_per_image=max_per_image, min_size=min_size,
-                                       source=str(path), allow_missing=allow_missing)
-    write_store(out, clean, meta={"source": str(path), "source_format": fmt if fmt != "auto" else detect_format(path),
-                                  "max_per_image": max_per_image, "min_size": min_size})
+    clean, report = sanitize_proposals(
+        raw, dataset, max_per_image=max_per_image, min_size=min_size, source=str(path), allow_missing=allow_missing
+    )
+    write_store(
+        out,
+        clean,
+        meta={
+            "source": str(path),
+            "source_format": fmt if fmt != "auto" else detect_format(path),
+            "max_per_image": max_per_image,
+            "min_size": min_size,
+        },
+    )
     return report

@@ -10,6 +10,7 @@ proposals of its image (store order = ranking order). Then, per ``N``:
 :func:`evaluate_recall` returns a plain dict (JSON-ready); :func:`format_recall_table` prints
 it; :func:`save_recall_report` writes ``recall.json`` and ``recall.png`` atomically.
 """
+
 from __future__ import annotations
 
 import io
@@ -45,8 +46,12 @@ def best_ious(proposals: np.ndarray, gt: np.ndarray, nums: Sequence[int]) -> np.
     return out
 
 
-def evaluate_recall(proposals: Union[Mapping, "object"], dataset, nums: Sequence[int] = DEFAULT_NUMS,
-                    thresholds: Sequence[float] = AR_THRESHOLDS) -> Dict:
+def evaluate_recall(
+    proposals: Union[Mapping, "object"],
+    dataset,
+    nums: Sequence[int] = DEFAULT_NUMS,
+    thresholds: Sequence[float] = AR_THRESHOLDS,
+) -> Dict:
     """Recall of ``proposals`` (a ProposalStore or ``{id: (boxes, scores)}``) on ``dataset``.
 
     Returns ``{"num_images", "num_gt", "images_missing", "mean_proposals", "nums",
@@ -70,9 +75,15 @@ def evaluate_recall(proposals: Union[Mapping, "object"], dataset, nums: Sequence
         for k in range(len(nums)):
             per_n[k].append(ious[k])
     num_gt = int(sum(len(x) for x in per_n[0])) if nums else 0
-    result = {"num_images": len(dataset), "num_gt": num_gt, "images_missing": missing,
-              "mean_proposals": float(np.mean(counts)) if counts else 0.0,
-              "nums": nums, "thresholds": list(thresholds), "by_num": {}}
+    result = {
+        "num_images": len(dataset),
+        "num_gt": num_gt,
+        "images_missing": missing,
+        "mean_proposals": float(np.mean(counts)) if counts else 0.0,
+        "nums": nums,
+        "thresholds": list(thresholds),
+        "by_num": {},
+    }
     for k, n in enumerate(nums):
         ious = np.concatenate(per_n[k]) if per_n[k] else np.zeros(0)
         curve = [float((ious >= t).mean()) if len(ious) else 0.0 for t in thresholds]
@@ -87,9 +98,11 @@ def evaluate_recall(proposals: Union[Mapping, "object"], dataset, nums: Sequence
 
 def format_recall_table(result: Dict) -> str:
     """A fixed-width table: one row per number of proposals."""
-    lines = [f"images {result['num_images']}  gt boxes {result['num_gt']}  "
-             f"mean proposals/image {result['mean_proposals']:.0f}  missing images {result['images_missing']}",
-             f"{'#proposals':>10} {'R@0.5':>7} {'R@0.7':>7} {'AR':>7}"]
+    lines = [
+        f"images {result['num_images']}  gt boxes {result['num_gt']}  "
+        f"mean proposals/image {result['mean_proposals']:.0f}  missing images {result['images_missing']}",
+        f"{'#proposals':>10} {'R@0.5':>7} {'R@0.7':>7} {'AR':>7}",
+    ]
     for n in result["nums"]:
         r = result["by_num"][str(n)]
         lines.append(f"{n:>10d} {r['recall@0.5']:>7.3f} {r['recall@0.7']:>7.3f} {r['average_recall']:>7.3f}")

@@ -21,6 +21,7 @@ continuous convention. Boxes come out in opencv's ranking order (hierarchy level
 factor, as in the paper); the random factor uses C ``rand()``, which is seeded from ``seed``
 so a run is reproducible.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -70,18 +71,17 @@ def resize_longer_side(img: np.ndarray, max_side: int) -> "tuple[np.ndarray, flo
 def rects_to_boxes(rects: np.ndarray, scale_x: float, scale_y: float, width: int, height: int) -> np.ndarray:
     """opencv ``(x, y, w, h)`` int rects on a resized image -> ours on the original image."""
     r = np.asarray(rects, dtype=np.float32).reshape(-1, 4)
-    boxes = np.stack([r[:, 0] / scale_x, r[:, 1] / scale_y,
-                      (r[:, 0] + r[:, 2]) / scale_x, (r[:, 1] + r[:, 3]) / scale_y], axis=1)
+    boxes = np.stack(
+        [r[:, 0] / scale_x, r[:, 1] / scale_y, (r[:, 0] + r[:, 2]) / scale_x, (r[:, 1] + r[:, 3]) / scale_y], axis=1
+    )
     boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
     boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
     return boxes
 
 
-def finish_boxes(boxes: np.ndarray, max_boxes: int, min_size: float,
-                 scores: Optional[np.ndarray] = None):
+def finish_boxes(boxes: np.ndarray, max_boxes: int, min_size: float, scores: Optional[np.ndarray] = None):
     """Drop boxes with a side < ``min_size`` (and empty ones), exact duplicates, keep the top ``max_boxes``."""
-    keep = ((boxes[:, 2] - boxes[:, 0]) >= max(min_size, 1e-6)) & \
-           ((boxes[:, 3] - boxes[:, 1]) >= max(min_size, 1e-6))
+    keep = ((boxes[:, 2] - boxes[:, 0]) >= max(min_size, 1e-6)) & ((boxes[:, 3] - boxes[:, 1]) >= max(min_size, 1e-6))
     boxes = boxes[keep]
     scores = None if scores is None else scores[keep]
     _, first = np.unique(boxes, axis=0, return_index=True)
@@ -110,9 +110,17 @@ def _configure_fast(ss, bgr: np.ndarray, ks: Sequence[int], sigma: float, seg_mi
     ss.addStrategy(seg.createSelectiveSearchSegmentationStrategyMultiple(texture, size, fill))
 
 
-def selective_search(image_rgb: np.ndarray, mode: str = "fast", max_side: int = 500,
-                     max_boxes: int = 2000, min_size: float = 2.0, ks: Optional[Sequence[int]] = None,
-                     sigma: float = 0.8, seg_min_size: int = FAST_SEG_MIN_SIZE, seed: int = 0) -> np.ndarray:
+def selective_search(
+    image_rgb: np.ndarray,
+    mode: str = "fast",
+    max_side: int = 500,
+    max_boxes: int = 2000,
+    min_size: float = 2.0,
+    ks: Optional[Sequence[int]] = None,
+    sigma: float = 0.8,
+    seg_min_size: int = FAST_SEG_MIN_SIZE,
+    seed: int = 0,
+) -> np.ndarray:
     """Selective Search boxes for one RGB image.
 
     Args:

@@ -17,6 +17,7 @@ image's rows. A compressed member (someone re-saved the file with ``savez_compre
 into memory instead. Structure and sizes are checked on open (a truncated file fails there);
 :meth:`ProposalStore.verify` re-reads every byte against the zip's CRC-32 to catch bit rot.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,9 +47,13 @@ def _check_boxes(boxes, image_id: str) -> np.ndarray:
     return arr
 
 
-def save_proposals(path: Union[str, Path], ids: Sequence[str], boxes_list: Sequence[np.ndarray],
-                   scores_list: Optional[Sequence[Optional[np.ndarray]]] = None,
-                   meta: Optional[Dict] = None) -> Path:
+def save_proposals(
+    path: Union[str, Path],
+    ids: Sequence[str],
+    boxes_list: Sequence[np.ndarray],
+    scores_list: Optional[Sequence[Optional[np.ndarray]]] = None,
+    meta: Optional[Dict] = None,
+) -> Path:
     """Write a native store atomically.
 
     Args:
@@ -72,8 +77,7 @@ def save_proposals(path: Union[str, Path], ids: Sequence[str], boxes_list: Seque
         "ids": np.array(ids, dtype=str) if ids else np.zeros((0,), dtype="<U1"),
         "offsets": offsets,
         "boxes": np.concatenate(boxes, axis=0) if boxes else np.zeros((0, 4), np.float32),
-        "meta": np.array(json.dumps({"format": "sppdet-proposals", "version": FORMAT_VERSION,
-                                     **(meta or {})})),
+        "meta": np.array(json.dumps({"format": "sppdet-proposals", "version": FORMAT_VERSION, **(meta or {})})),
     }
     if scores_list is not None:
         if len(scores_list) != len(ids) or any(s is None for s in scores_list):
@@ -102,8 +106,10 @@ class ProposalStore:
 
     # -- opening -------------------------------------------------------------------------
     def _fail(self, what: str) -> DataError:
-        return DataError(f"{self.path}: not a valid sppdet proposal store ({what}); "
-                         "re-create it (tools/proposals.py compute/convert)")
+        return DataError(
+            f"{self.path}: not a valid sppdet proposal store ({what}); "
+            "re-create it (tools/proposals.py compute/convert)"
+        )
 
     def _open(self) -> None:
         if not self.path.is_file():
@@ -164,8 +170,11 @@ class ProposalStore:
             f.seek(data_start)
             try:
                 version = np.lib.format.read_magic(f)
-                hdr = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0(f))
+                hdr = (
+                    np.lib.format.read_array_header_1_0(f)
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0(f)
+                )
             except ValueError as e:
                 raise self._fail(f"{name}: bad array header ({e})") from e
             arr_shape, fortran, dtype = hdr

@@ -1,9 +1,8 @@
 """The rcnn-vs-spp, vs-torchvision and memory benchmarks run end to end in their ``quick``
 setting (tiny models, a few windows, one round) and return the documented keys. No timing
 targets here: the figures come from ``tools/benchmark.py`` runs."""
-from types import SimpleNamespace
 
-import pytest
+from types import SimpleNamespace
 
 from sppdet.benchmarks import BENCHMARKS, run_benchmark
 
@@ -16,9 +15,20 @@ def test_registered():
 
 def test_rcnn_vs_spp_quick():
     r = run_benchmark("rcnn-vs-spp", QUICK)
-    assert {"setup", "timings_ms", "spp_ms", "rcnn_ms", "speedup_conv", "speedup_total", "gflops",
-            "flop_ratio_conv", "flop_ratio_total", "meets_target", "speedup_total_cpu_time",
-            "meets_target_cpu_time"} <= set(r)
+    assert {
+        "setup",
+        "timings_ms",
+        "spp_ms",
+        "rcnn_ms",
+        "speedup_conv",
+        "speedup_total",
+        "gflops",
+        "flop_ratio_conv",
+        "flop_ratio_total",
+        "meets_target",
+        "speedup_total_cpu_time",
+        "meets_target_cpu_time",
+    } <= set(r)
     assert r["setup"]["rcnn_timed_windows"] < r["setup"]["rcnn_scaled_linearly_to"] == r["setup"]["windows"] == 50
     for key in ("full_fc", "svd_fc", "svd_low_rank_fc"):
         assert r["speedup_total"][key] > 0 and r["speedup_total_cpu_time"][key] > 0 and r["flop_ratio_total"][key] > 1
@@ -30,14 +40,32 @@ def test_rcnn_vs_spp_quick():
 
 def test_vs_torchvision_quick():
     r = run_benchmark("vs-torchvision", QUICK)
-    assert {"setup", "timings_ms", "latency_ms", "ratios", "meets_target", "latency_ms_cpu_time",
-            "ratios_cpu_time", "meets_target_cpu_time"} <= set(r)
+    assert {
+        "setup",
+        "timings_ms",
+        "latency_ms",
+        "ratios",
+        "meets_target",
+        "latency_ms_cpu_time",
+        "ratios_cpu_time",
+        "meets_target_cpu_time",
+    } <= set(r)
     assert r["setup"]["ours"]["proposals"] == 50
-    for key in ("torchvision_frcnn", "edgeboxes", "ours_detect", "ours_detect_svd", "ours_detect_incl_edgeboxes",
-                "ours_detect_svd_incl_edgeboxes"):
+    for key in (
+        "torchvision_frcnn",
+        "edgeboxes",
+        "ours_detect",
+        "ours_detect_svd",
+        "ours_detect_incl_edgeboxes",
+        "ours_detect_svd_incl_edgeboxes",
+    ):
         assert r["latency_ms"][key] > 0
-    assert set(r["ratios"]) == {"detect_vs_torchvision", "detect_svd_vs_torchvision",
-                                "detect_incl_edgeboxes_vs_torchvision", "detect_svd_incl_edgeboxes_vs_torchvision"}
+    assert set(r["ratios"]) == {
+        "detect_vs_torchvision",
+        "detect_svd_vs_torchvision",
+        "detect_incl_edgeboxes_vs_torchvision",
+        "detect_svd_incl_edgeboxes_vs_torchvision",
+    }
 
 
 def test_memory_quick_runs_in_a_child_process():

@@ -1,4 +1,5 @@
 """``tools/benchmark.py spp`` runs as a user would run it (quick setting, one round)."""
+
 import json
 import subprocess
 import sys
@@ -12,8 +13,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_spp_benchmark_tool_quick(tmp_path):
     out = tmp_path / "spp.json"
-    proc = subprocess.run([sys.executable, "tools/benchmark.py", "spp", "--quick", "--repeat", "1", "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "tools/benchmark.py", "spp", "--quick", "--repeat", "1", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert json.loads(proc.stdout) == result
@@ -26,13 +32,23 @@ def test_spp_benchmark_tool_quick(tmp_path):
 
 
 def test_benchmark_tool_rejects_unknown_name():
-    proc = subprocess.run([sys.executable, "tools/benchmark.py", "no-such-benchmark"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "tools/benchmark.py", "no-such-benchmark"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
 def test_benchmark_tool_without_cuda_says_so():
-    proc = subprocess.run([sys.executable, "tools/benchmark.py", "spp", "--device", "cuda"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "tools/benchmark.py", "spp", "--device", "cuda"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "CUDA is not available" in proc.stderr

@@ -1,4 +1,5 @@
 """Fixtures for the dataset tests: the real sets in ../shared/data (skipped when absent)."""
+
 from pathlib import Path
 
 import pytest

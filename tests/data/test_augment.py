@@ -1,4 +1,5 @@
 """Hue rotation against a per-pixel colorsys reference, and its place in training samples."""
+
 import colorsys
 
 import numpy as np

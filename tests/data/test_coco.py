@@ -1,4 +1,5 @@
 """COCO reader: real coco-mini counts, contiguous labels <-> category ids, errors, build_dataset."""
+
 import copy
 import json
 
@@ -12,7 +13,6 @@ from sppdet.data.coco import category_id_to_label, label_to_category_id, load_co
 from sppdet.data.dataset import DataWarning
 from sppdet.data.image_io import image_size
 from sppdet.errors import ConfigError, DataError
-
 
 # ---------------------------------------------------------------------------------------
 # Real files: coco-mini
@@ -65,8 +65,10 @@ def test_label_category_round_trip(coco_mini):
 # Small files written here
 
 BASE = {
-    "images": [{"id": 10, "file_name": "a.jpg", "width": 64, "height": 48},
-               {"id": 3, "file_name": "b.jpg", "width": 64, "height": 48}],
+    "images": [
+        {"id": 10, "file_name": "a.jpg", "width": 64, "height": 48},
+        {"id": 3, "file_name": "b.jpg", "width": 64, "height": 48},
+    ],
     "annotations": [
         {"id": 1, "image_id": 10, "category_id": 7, "bbox": [1, 2, 10, 20], "iscrowd": 0},
         {"id": 2, "image_id": 10, "category_id": 3, "bbox": [50, 40, 30, 30], "iscrowd": 1},
@@ -115,18 +117,21 @@ def _broken(mutate):
     return data
 
 
-@pytest.mark.parametrize("mutate, match", [
-    (lambda d: d["images"][0].pop("file_name"), r"images\[0\] has no 'file_name'"),
-    (lambda d: d["annotations"][1].pop("bbox"), r"annotations\[1\] has no 'bbox'"),
-    (lambda d: d.pop("categories"), "'categories' is missing"),
-    (lambda d: d["images"].append(dict(d["images"][0])), "duplicate id 10"),
-    (lambda d: d["annotations"].append(dict(d["annotations"][0])), "duplicate id 1"),
-    (lambda d: d["categories"].append({"id": 3, "name": "again"}), "duplicate id 3"),
-    (lambda d: d["annotations"][0].update(image_id=99), "image_id 99"),
-    (lambda d: d["annotations"][0].update(category_id=5), "category_id 5"),
-    (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), "4 numbers"),
-    (lambda d: d["images"][0].update(id="x"), "integer"),
-])
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda d: d["images"][0].pop("file_name"), r"images\[0\] has no 'file_name'"),
+        (lambda d: d["annotations"][1].pop("bbox"), r"annotations\[1\] has no 'bbox'"),
+        (lambda d: d.pop("categories"), "'categories' is missing"),
+        (lambda d: d["images"].append(dict(d["images"][0])), "duplicate id 10"),
+        (lambda d: d["annotations"].append(dict(d["annotations"][0])), "duplicate id 1"),
+        (lambda d: d["categories"].append({"id": 3, "name": "again"}), "duplicate id 3"),
+        (lambda d: d["annotations"][0].update(image_id=99), "image_id 99"),
+        (lambda d: d["annotations"][0].update(category_id=5), "category_id 5"),
+        (lambda d: d["annotations"][0].update(bbox=[1, 2, 3]), "4 numbers"),
+        (lambda d: d["images"][0].update(id="x"), "integer"),
+    ],
+)
 def test_bad_json_names_file_and_key(tmp_path, mutate, match):
     ann, images = _coco(tmp_path, _broken(mutate))
     with pytest.raises(DataError, match=match) as e:

@@ -1,4 +1,5 @@
 """read_image / image_size: formats, channel order, bit depth, EXIF, corrupt files, size guard."""
+
 import struct
 import zlib
 
@@ -77,11 +78,14 @@ def test_exif_orientation_is_ignored(tmp_path):
     assert read_image(path).shape == (20, 40, 3)  # the stored grid, not the displayed one
 
 
-@pytest.mark.parametrize("content, what", [
-    (b"", "empty"),
-    (b"this is not an image at all" * 10, "decode"),
-    (b"\xff\xd8\xff\xe0\x00\x10JFIF", "truncated"),
-])
+@pytest.mark.parametrize(
+    "content, what",
+    [
+        (b"", "empty"),
+        (b"this is not an image at all" * 10, "decode"),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "truncated"),
+    ],
+)
 def test_corrupt_files_raise_data_error_naming_the_file(tmp_path, content, what):
     path = tmp_path / "bad.jpg"
     path.write_bytes(content)

@@ -1,4 +1,5 @@
 """The generated sample set: deterministic, complete-or-absent, readable by both readers alike."""
+
 import importlib.util
 import subprocess
 import sys
@@ -139,8 +140,18 @@ def test_refuses_foreign_folder(tmp_path):
 
 def test_tool_runs_as_a_user_would(tmp_path):
     out = tmp_path / "tool"
-    cmd = [sys.executable, str(REPO_ROOT / "tools" / "make_sample_data.py"), "--out", str(out),
-           "--num-train", "2", "--num-test", "1", "--seed", "3"]
+    cmd = [
+        sys.executable,
+        str(REPO_ROOT / "tools" / "make_sample_data.py"),
+        "--out",
+        str(out),
+        "--num-train",
+        "2",
+        "--num-test",
+        "1",
+        "--seed",
+        "3",
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr
     assert '"generated": true' in run.stdout and (out / MANIFEST).is_file()

@@ -1,4 +1,5 @@
 """PASCAL VOC reader: real BCCD counts, the messy-file policy, the writer, build_dataset."""
+
 import re
 from collections import Counter
 from pathlib import Path
@@ -80,13 +81,14 @@ def test_bccd_known_counts_and_quirks(bccd_root):
 
 def _xml(objects="", size=(64, 48), filename="img.jpg", extra=""):
     size_xml = f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>" if size else ""
-    return (f"<annotation><folder>VOC</folder><filename>{filename}</filename>"
-            f"<path>/home/someone/else/{filename}</path>{size_xml}{extra}{objects}</annotation>")
+    return (
+        f"<annotation><folder>VOC</folder><filename>{filename}</filename>"
+        f"<path>/home/someone/else/{filename}</path>{size_xml}{extra}{objects}</annotation>"
+    )
 
 
 def _obj(name, box, difficult=None, truncated=None):
-    flags = "".join(f"<{t}>{v}</{t}>" for t, v in (("difficult", difficult), ("truncated", truncated))
-                    if v is not None)
+    flags = "".join(f"<{t}>{v}</{t}>" for t, v in (("difficult", difficult), ("truncated", truncated)) if v is not None)
     coords = "".join(f"<{t}>{v}</{t}>" for t, v in zip(("xmin", "ymin", "xmax", "ymax"), box))
     return f"<object><name>{name}</name>{flags}<bndbox>{coords}</bndbox></object>"
 
@@ -113,11 +115,13 @@ def test_voc_one_based_conversion_and_flags(tmp_path):
 
 
 def test_border_boxes_clipped_and_empty_ones_dropped_with_warning(tmp_path):
-    objs = (_obj("cat", (-5, 0, 70, 48))         # past the left/right border: clipped
-            + _obj("cat", (80, 10, 90, 20))       # wholly outside: empty after clip
-            + _obj("dog", (30, 10, 10, 20))       # inverted
-            + _obj("dog", ("nan", 1, 5, 5))       # NaN
-            + _obj("dog", (2, 2, 6, 6)))
+    objs = (
+        _obj("cat", (-5, 0, 70, 48))  # past the left/right border: clipped
+        + _obj("cat", (80, 10, 90, 20))  # wholly outside: empty after clip
+        + _obj("dog", (30, 10, 10, 20))  # inverted
+        + _obj("dog", ("nan", 1, 5, 5))  # NaN
+        + _obj("dog", (2, 2, 6, 6))
+    )
     root = _voc_root(tmp_path, {"messy": _xml(objs)})
     with pytest.warns(DataWarning) as rec:
         ds = load_voc(root, "", ["cat", "dog"])
@@ -149,8 +153,9 @@ def test_default_classes_are_voc20(tmp_path):
 
 
 def test_doctype_and_entities_refused(tmp_path):
-    bomb = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]>'
-            + _xml(_obj("&lol2;", (1, 1, 5, 5))))
+    bomb = '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]>' + _xml(
+        _obj("&lol2;", (1, 1, 5, 5))
+    )
     root = _voc_root(tmp_path, {"bomb": bomb})
     with pytest.raises(DataError, match="DOCTYPE") as e:
         load_voc(root, None, ["cat"])
@@ -164,9 +169,14 @@ def test_malformed_xml_names_file_and_line(tmp_path):
 
 
 def test_size_trusts_the_image(tmp_path):
-    root = _voc_root(tmp_path, {"wrong": _xml(_obj("cat", (1, 1, 90, 90)), size=(100, 100)),
-                                "nosize": _xml(_obj("cat", (1, 1, 5, 5)), size=None),
-                                "zero": _xml(_obj("cat", (1, 1, 5, 5)), size=(0, 0))})
+    root = _voc_root(
+        tmp_path,
+        {
+            "wrong": _xml(_obj("cat", (1, 1, 90, 90)), size=(100, 100)),
+            "nosize": _xml(_obj("cat", (1, 1, 5, 5)), size=None),
+            "zero": _xml(_obj("cat", (1, 1, 5, 5)), size=(0, 0)),
+        },
+    )
     with pytest.warns(UserWarning, match=r"wrong\.xml: <size> says 100x100 but wrong\.jpg is 64x48"):
         ds = load_voc(root, None, ["cat"])
     for r in ds:
@@ -206,9 +216,16 @@ def test_image_without_objects_kept(tmp_path):
 
 def test_writer_round_trip(tmp_path):
     root = _voc_root(tmp_path, {"w": _xml()})
-    rec = ImageRecord("w", str(root / "JPEGImages" / "w.jpg"), 64, 48,
-                      boxes=[[0, 0, 64, 48], [3, 4, 10.5, 20]], labels=[2, 1],
-                      difficult=[False, True], truncated=[True, False])
+    rec = ImageRecord(
+        "w",
+        str(root / "JPEGImages" / "w.jpg"),
+        64,
+        48,
+        boxes=[[0, 0, 64, 48], [3, 4, 10.5, 20]],
+        labels=[2, 1],
+        difficult=[False, True],
+        truncated=[True, False],
+    )
     write_voc_annotation(root / "Annotations" / "w.xml", rec, ["cat", "dog"])
     back = load_voc(root, None, ["cat", "dog"])[0]
     np.testing.assert_array_equal(back.boxes, rec.boxes)

@@ -1,4 +1,5 @@
 """The quick-start demo in reduced form, and tools/detect.py run as a user would on real photos."""
+
 import json
 import os
 import subprocess
@@ -10,11 +11,23 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-TINY = ["model.tiny_width=8", "model.fc_dims=[64, 64]", "model.spp_levels=[2, 1]",
-        "input.train_scales=[160]", "input.test_scales=[160]", "input.max_size=320",
-        "train.max_iter=6", "train.warmup_iters=2", "train.lr_steps=[4]", "train.checkpoint_period=0",
-        "train.workers=0", "train.rois_per_image=16", "proposals.max_per_image=200", "proposals.workers=0",
-        "device=cpu"]
+TINY = [
+    "model.tiny_width=8",
+    "model.fc_dims=[64, 64]",
+    "model.spp_levels=[2, 1]",
+    "input.train_scales=[160]",
+    "input.test_scales=[160]",
+    "input.max_size=320",
+    "train.max_iter=6",
+    "train.warmup_iters=2",
+    "train.lr_steps=[4]",
+    "train.checkpoint_period=0",
+    "train.workers=0",
+    "train.rois_per_image=16",
+    "proposals.max_per_image=200",
+    "proposals.workers=0",
+    "device=cpu",
+]
 
 
 def _run(args, cwd, timeout=600):
@@ -26,9 +39,22 @@ def _run(args, cwd, timeout=600):
 def demo_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
     out = tmp / "out"
-    r = _run([str(REPO_ROOT / "tools" / "demo.py"), "--config", str(REPO_ROOT / "configs" / "sample_tiny.yaml"),
-              "--data", str(tmp / "sample"), "--num-train", "8", "--num-test", "4",
-              f"output_dir={out}", *TINY], cwd=tmp)
+    r = _run(
+        [
+            str(REPO_ROOT / "tools" / "demo.py"),
+            "--config",
+            str(REPO_ROOT / "configs" / "sample_tiny.yaml"),
+            "--data",
+            str(tmp / "sample"),
+            "--num-train",
+            "8",
+            "--num-test",
+            "4",
+            f"output_dir={out}",
+            *TINY,
+        ],
+        cwd=tmp,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     return tmp, out, r
 
@@ -53,8 +79,19 @@ def test_demo_sets_aside_a_run_of_another_model(demo_run, tmp_path):
     tmp, out, _ = demo_run
     mine = tmp_path / "out"
     shutil.copytree(out, mine)
-    args = [str(REPO_ROOT / "tools" / "demo.py"), "--config", str(REPO_ROOT / "configs" / "sample_tiny.yaml"),
-            "--data", str(tmp / "sample"), "--num-train", "8", "--num-test", "4", f"output_dir={mine}", *TINY]
+    args = [
+        str(REPO_ROOT / "tools" / "demo.py"),
+        "--config",
+        str(REPO_ROOT / "configs" / "sample_tiny.yaml"),
+        "--data",
+        str(tmp / "sample"),
+        "--num-train",
+        "8",
+        "--num-test",
+        "4",
+        f"output_dir={mine}",
+        *TINY,
+    ]
     r = _run([*args, "model.fc_dims=[32, 32]"], cwd=tmp)
     assert r.returncode == 0, r.stderr[-2000:]
     aside = list(tmp_path.glob("out.old-*"))
@@ -82,10 +119,26 @@ def test_detect_on_voc07_demo_with_real_proposal_files(demo_run, tmp_path, share
     props.mkdir()
     for stem in ("000004", "001551"):
         (props / f"{stem}_boxes.mat").write_bytes((demo / f"{stem}_boxes.mat").read_bytes())
-    r = _run([str(REPO_ROOT / "tools" / "detect.py"), "--weights", str(out / "model_final.pth"),
-              "--input", str(demo / "000004.jpg"), str(demo / "001551.jpg"), "--output", str(tmp_path / "det"),
-              "--proposals", str(props), "--score-thresh", "0.0", "--coco-json", "--voc-comp4",
-              "proposals.max_per_image=5000"], cwd=tmp_path)
+    r = _run(
+        [
+            str(REPO_ROOT / "tools" / "detect.py"),
+            "--weights",
+            str(out / "model_final.pth"),
+            "--input",
+            str(demo / "000004.jpg"),
+            str(demo / "001551.jpg"),
+            "--output",
+            str(tmp_path / "det"),
+            "--proposals",
+            str(props),
+            "--score-thresh",
+            "0.0",
+            "--coco-json",
+            "--voc-comp4",
+            "proposals.max_per_image=5000",
+        ],
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     data = _check_detections(tmp_path / "det" / "detections.json", 2)
     assert {im["image_id"] for im in data["images"]} == {"000004", "001551"}
@@ -106,8 +159,20 @@ def test_detect_on_coco_mini_folder_with_edgeboxes(demo_run, tmp_path, shared_da
     for p in images:
         (folder / p.name).write_bytes(p.read_bytes())
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    r = _run([str(REPO_ROOT / "tools" / "detect.py"), "--weights", str(out / "model_final.pth"),
-              "--input", str(folder), "--output", str(tmp_path / "det"), "--score-thresh", "0.0"], cwd=tmp_path)
+    r = _run(
+        [
+            str(REPO_ROOT / "tools" / "detect.py"),
+            "--weights",
+            str(out / "model_final.pth"),
+            "--input",
+            str(folder),
+            "--output",
+            str(tmp_path / "det"),
+            "--score-thresh",
+            "0.0",
+        ],
+        cwd=tmp_path,
+    )
     # the unreadable image is reported and skipped, the others are done, and the exit code says so
     assert r.returncode == 1
     assert "broken.jpg" in r.stderr and "Traceback" not in r.stderr

@@ -1,6 +1,7 @@
 """tools/detect.py's engine: results streamed through a JSON-lines scratch file give the same files as
 the in-memory writers, a folder of many images is handled with bounded work per image, and
 output names are unique and safe."""
+
 import json
 from pathlib import Path
 
@@ -8,11 +9,16 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from reliability_kit import make_sample, run_in_process, tiny_config  # tests/ (on sys.path via conftest.py)
+
 from sppdet.data.dataset import DetectionDataset, ImageRecord
-from sppdet.evaluation.detections import (ImageDetections, load_sppdet_detections, save_comp4,
-                                          save_coco_results, save_detections)
+from sppdet.evaluation.detections import (
+    ImageDetections,
+    load_sppdet_detections,
+    save_coco_results,
+    save_comp4,
+    save_detections,
+)
 
 
 def _random_detections(rng, n_images, classes, numeric_ids):
@@ -23,8 +29,9 @@ def _random_detections(rng, n_images, classes, numeric_ids):
         wh = rng.uniform(0.001, 80, (n, 2)).astype(np.float32)
         boxes = np.concatenate([xy, xy + wh], 1)
         image_id = f"{i * 7:06d}" if numeric_ids else f"img_{i}"
-        out[image_id] = ImageDetections(boxes, rng.uniform(0, 1, n).astype(np.float32),
-                                        rng.integers(1, len(classes) + 1, n).astype(np.int64))
+        out[image_id] = ImageDetections(
+            boxes, rng.uniform(0, 1, n).astype(np.float32), rng.integers(1, len(classes) + 1, n).astype(np.int64)
+        )
     return out
 
 
@@ -91,9 +98,25 @@ def test_folder_of_50_images_streams_results(model, tmp_path, capsys, monkeypatc
     monkeypatch.setattr(detect_mod.ResultLog, "write_sppdet", counting)
     monkeypatch.setattr(detect_mod, "REFRESH_SECONDS", 0.0)  # refresh after every batch here
     out = tmp_path / "out"
-    code, stdout, err = run_in_process("detect", ["--weights", model, "--input", folder, "--output", out,
-                                                  "--batch", "4", "--no-draw", "--score-thresh", "0",
-                                                  "--coco-json", "--voc-comp4"], capsys)
+    code, stdout, err = run_in_process(
+        "detect",
+        [
+            "--weights",
+            model,
+            "--input",
+            folder,
+            "--output",
+            out,
+            "--batch",
+            "4",
+            "--no-draw",
+            "--score-thresh",
+            "0",
+            "--coco-json",
+            "--voc-comp4",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "50 images" in stdout
     data = json.loads((out / "detections.json").read_text())
@@ -105,8 +128,9 @@ def test_folder_of_50_images_streams_results(model, tmp_path, capsys, monkeypatc
 
     writes.clear()
     monkeypatch.setattr(detect_mod, "REFRESH_SECONDS", 3600.0)
-    code, _, err = run_in_process("detect", ["--weights", model, "--input", folder, "--output", tmp_path / "o2",
-                                             "--no-draw"], capsys)
+    code, _, err = run_in_process(
+        "detect", ["--weights", model, "--input", folder, "--output", tmp_path / "o2", "--no-draw"], capsys
+    )
     assert code == 0, err
     assert writes == [50]  # written once at the end, not after every image
 

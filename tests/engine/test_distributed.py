@@ -8,6 +8,7 @@
 
 Each torchrun launch imports torch in three processes: keep the number of launches at two.
 """
+
 import importlib.util
 import json
 import os
@@ -47,8 +48,16 @@ def _free_port() -> int:
 
 
 def torchrun(tool: str, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
-           str(_free_port()), f"tools/{tool}", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port",
+        str(_free_port()),
+        f"tools/{tool}",
+        *args,
+    ]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(OMP_NUM_THREADS="1", SPPDET_DIST_TIMEOUT_S="300")
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -66,8 +75,9 @@ def setup(tmp_path_factory):
     config = tmp / "tiny.yaml"
     config.write_text(CONFIG.format(out=tmp / "out", root=tmp / "data" / "voc", props=tmp / "proposals"))
     # first, so that the proposals are computed by 2 ranks
-    two = torchrun("train.py", "--config", str(config), "--output", str(tmp / "two"),
-                   "train.ims_per_batch=1", "train.max_iter=3")
+    two = torchrun(
+        "train.py", "--config", str(config), "--output", str(tmp / "two"), "train.ims_per_batch=1", "train.max_iter=3"
+    )
     one = train(load_config(str(config)), str(tmp / "one"))
     return {"tmp": tmp, "config": config, "two": two, "one": one}
 
@@ -90,8 +100,9 @@ def test_two_process_checkpoint_resumes_in_one_process(setup):
     tmp, one = setup["tmp"], setup["one"]
     resumed = train(load_config(str(setup["config"])), str(tmp / "two"), resume=True)  # ims_per_batch=2
     assert resumed["start_iter"] == 3
-    assert [h["loss"] for h in resumed["history"]] == pytest.approx([h["loss"] for h in one["history"][3:]],
-                                                                     rel=1e-4, abs=1e-6)
+    assert [h["loss"] for h in resumed["history"]] == pytest.approx(
+        [h["loss"] for h in one["history"][3:]], rel=1e-4, abs=1e-6
+    )
     a = load_checkpoint(tmp / "one" / "model_final.pth")["model"]
     b = load_checkpoint(tmp / "two" / "model_final.pth")["model"]
     for k in a:

@@ -1,5 +1,6 @@
 """Test-time flip (``test.flip``): the detections equal post-processing of the two views' averaged
 outputs, computed here by hand from the model's parts."""
+
 import numpy as np
 import torch
 
@@ -11,9 +12,19 @@ from sppdet.structures import BoxCoder
 
 
 def _setup(flip: bool):
-    cfg = load_config(None, ["model.backbone=tiny", "model.tiny_width=8", "model.dropout=0.0",
-                             "model.fc_dims=[32, 32]", "model.spp_levels=[2, 1]", "input.test_scales=[200]",
-                             "test.score_thresh=0.0", f"test.flip={str(flip).lower()}"])
+    cfg = load_config(
+        None,
+        [
+            "model.backbone=tiny",
+            "model.tiny_width=8",
+            "model.dropout=0.0",
+            "model.fc_dims=[32, 32]",
+            "model.spp_levels=[2, 1]",
+            "input.test_scales=[200]",
+            "test.score_thresh=0.0",
+            f"test.flip={str(flip).lower()}",
+        ],
+    )
     torch.manual_seed(0)
     model = build_detector(cfg, num_classes=3).eval()
     with torch.no_grad():  # box deltas far from zero, so a wrong sign of dx shows
@@ -51,7 +62,8 @@ def test_flip_averages_both_views():
     assert not torch.allclose(views[0][0], views[1][0])  # the two views do differ
     tc = cfg.test
     ref = PostProcess(BoxCoder(cfg.model.box_weights), tc.score_thresh, tc.nms_thresh, tc.max_detections)(
-        scores, deltas, props, image.shape[:2])
+        scores, deltas, props, image.shape[:2]
+    )
     got = Predictor(model, cfg, ["a", "b", "c"]).predict(image, props.numpy())
     assert len(got.scores) == len(ref["scores"]) > 0
     np.testing.assert_allclose(got.scores, ref["scores"].numpy(), rtol=1e-5, atol=1e-6)
@@ -67,7 +79,8 @@ def test_without_flip_only_the_image_itself_counts():
     _, _, views = _views_by_hand(model, cfg, image, props)
     tc = cfg.test
     ref = PostProcess(BoxCoder(cfg.model.box_weights), tc.score_thresh, tc.nms_thresh, tc.max_detections)(
-        views[0][0], views[0][1], props, image.shape[:2])
+        views[0][0], views[0][1], props, image.shape[:2]
+    )
     got = Predictor(model, cfg, ["a", "b", "c"]).predict(image, props.numpy())
     np.testing.assert_allclose(got.scores, ref["scores"].numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got.boxes, ref["boxes"].numpy(), rtol=1e-5, atol=1e-3)

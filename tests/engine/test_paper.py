@@ -4,6 +4,7 @@ The set: coloured rectangles and discs (one colour per class) on a noisy grey ba
 written as a real VOC folder; proposals are jittered ground-truth boxes plus random boxes.
 A random-init ``tiny`` backbone, frozen, is enough for the SVMs to tell the colours apart.
 """
+
 import os
 from pathlib import Path
 
@@ -95,8 +96,11 @@ def make_set(root: Path, num_train=16, num_test=8, seed=0):
     ids = [r.image_id for r in recs]
     (root / "ImageSets" / "Main" / "train.txt").write_text("\n".join(ids[:num_train]) + "\n")
     (root / "ImageSets" / "Main" / "test.txt").write_text("\n".join(ids[num_train:]) + "\n")
-    return (DetectionDataset(recs[:num_train], CLASSES, "train"), DetectionDataset(recs[num_train:], CLASSES, "test"),
-            DictStore(props))
+    return (
+        DetectionDataset(recs[:num_train], CLASSES, "train"),
+        DetectionDataset(recs[num_train:], CLASSES, "test"),
+        DictStore(props),
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -116,15 +120,39 @@ def tiny_set(tmp_path_factory):
 
 
 def paper_cfg(root: Path, out: Path, *extra):
-    return load_config(None, [
-        f"data.root={root}", "data.train_split=train", "data.test_split=test", f"data.classes=[{', '.join(CLASSES)}]",
-        "proposals.max_per_image=100", "model.backbone=tiny", "model.tiny_width=8", "model.spp_levels=[2, 1]",
-        "model.fc_dims=[256, 256]", "model.dropout=0.0", "input.train_scales=[240]", "input.test_scales=[240]",
-        "input.max_size=400", "train.recipe=paper", "train.paper.finetune_iters=100", "train.paper.finetune_lr=0.01",
-        "train.paper.finetune_lr_steps=[80]", "train.paper.finetune_batch=64", "train.paper.svm_c=0.1",
-        "train.paper.svm_retrain_limit=200",
-        "train.paper.bbox_reg_lambda=10", "train.checkpoint_period=20", "train.log_period=0",
-        "train.workers=0", "test.score_thresh=0.01", "device=cpu", f"output_dir={out}", *extra])
+    return load_config(
+        None,
+        [
+            f"data.root={root}",
+            "data.train_split=train",
+            "data.test_split=test",
+            f"data.classes=[{', '.join(CLASSES)}]",
+            "proposals.max_per_image=100",
+            "model.backbone=tiny",
+            "model.tiny_width=8",
+            "model.spp_levels=[2, 1]",
+            "model.fc_dims=[256, 256]",
+            "model.dropout=0.0",
+            "input.train_scales=[240]",
+            "input.test_scales=[240]",
+            "input.max_size=400",
+            "train.recipe=paper",
+            "train.paper.finetune_iters=100",
+            "train.paper.finetune_lr=0.01",
+            "train.paper.finetune_lr_steps=[80]",
+            "train.paper.finetune_batch=64",
+            "train.paper.svm_c=0.1",
+            "train.paper.svm_retrain_limit=200",
+            "train.paper.bbox_reg_lambda=10",
+            "train.checkpoint_period=20",
+            "train.log_period=0",
+            "train.workers=0",
+            "test.score_thresh=0.01",
+            "device=cpu",
+            f"output_dir={out}",
+            *extra,
+        ],
+    )
 
 
 def _trainer(cfg, out, train, store):
@@ -170,7 +198,9 @@ def test_cache_contents_reuse_and_integrity(tiny_set, tmp_path):
     # gather across shards keeps the requested order
     picks = np.array([len(w0["boxes"]) + 3, 2, 0])
     got = cache.gather(picks)
-    assert np.array_equal(got[1], np.asarray(f0[2], np.float32)) and np.array_equal(got[0], np.asarray(cache.features(1)[3], np.float32))
+    assert np.array_equal(got[1], np.asarray(f0[2], np.float32)) and np.array_equal(
+        got[0], np.asarray(cache.features(1)[3], np.float32)
+    )
 
     again = build_feature_cache(t.model, train, store, cfg, folder, progress=False)
     assert again.reused and again.fingerprint == cache.fingerprint
@@ -212,10 +242,10 @@ def test_cache_contents_reuse_and_integrity(tiny_set, tmp_path):
 
 
 def test_four_stages_detect_and_resume(tiny_set, tmp_path):
+    from sppdet.data.image_io import read_image
     from sppdet.engine.checkpoint import load_checkpoint
     from sppdet.engine.infer import load_predictor
     from sppdet.evaluation import evaluate
-    from sppdet.data.image_io import read_image
 
     root, train, test, store = tiny_set
     out = tmp_path / "run"
@@ -265,8 +295,13 @@ def test_finetune_resume_is_exact_and_stages_need_their_inputs(tiny_set, tmp_pat
     assert s["stages_run"] == ["finetune"] and s["checkpoint"].endswith("finetune.pth")
 
     # interrupted after the iteration-20 checkpoint: emulate by keeping finetune_last.pth only
-    pcfg = paper_cfg(root, part, "train.paper.finetune_iters=30", "train.paper.finetune_bbox=false",
-                     f"train.paper.cache_dir={full / 'feature_cache'}")
+    pcfg = paper_cfg(
+        root,
+        part,
+        "train.paper.finetune_iters=30",
+        "train.paper.finetune_bbox=false",
+        f"train.paper.cache_dir={full / 'feature_cache'}",
+    )
     t = _trainer(pcfg, part, train, store)
     t.run("cache")
     orig = t._save
@@ -300,8 +335,14 @@ def test_train_paper_from_config(tiny_set, tmp_path):
     pfile = tmp_path / "props.npz"
     save_proposals(pfile, ids, [store.boxes(i) for i in ids])
     out = tmp_path / "job"
-    cfg = paper_cfg(root, out, "proposals.method=file", f"proposals.train_file={pfile}",
-                    f"proposals.test_file={pfile}", "train.paper.finetune_iters=30")
+    cfg = paper_cfg(
+        root,
+        out,
+        "proposals.method=file",
+        f"proposals.train_file={pfile}",
+        f"proposals.test_file={pfile}",
+        "train.paper.finetune_iters=30",
+    )
     summary = run_training(cfg, str(out), stage="all", evaluate=True)
     assert Path(summary["checkpoint"]).name == "model_final.pth"
     assert summary["metrics"]["mAP"] > 0.6, summary["metrics"]

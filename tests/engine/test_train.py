@@ -1,5 +1,5 @@
 """End-to-end training on a tiny generated set: loss falls, checkpoints round-trip, resume is exact."""
-import json
+
 import subprocess
 import sys
 from pathlib import Path
@@ -26,13 +26,30 @@ def tiny_cfg(root: Path, out: Path, **extra):
     from sppdet.data.synthetic import SAMPLE_CLASSES
 
     overrides = [
-        f"data.root={root / 'voc'}", "data.train_split=train", "data.test_split=test",
+        f"data.root={root / 'voc'}",
+        "data.train_split=train",
+        "data.test_split=test",
         f"data.classes=[{', '.join(SAMPLE_CLASSES)}]",
-        "proposals.method=edgeboxes", "proposals.max_per_image=200", "proposals.workers=0",
-        "model.backbone=tiny", "model.tiny_width=8", "model.fc_dims=[64, 64]", "model.spp_levels=[2, 1]",
-        "model.dropout=0.0", "input.train_scales=[160]", "input.test_scales=[160]", "input.max_size=320",
-        "train.max_iter=12", "train.warmup_iters=2", "train.lr_steps=[8]", "train.checkpoint_period=6",
-        "train.log_period=4", "train.workers=0", "train.rois_per_image=16", f"output_dir={out}", "device=cpu",
+        "proposals.method=edgeboxes",
+        "proposals.max_per_image=200",
+        "proposals.workers=0",
+        "model.backbone=tiny",
+        "model.tiny_width=8",
+        "model.fc_dims=[64, 64]",
+        "model.spp_levels=[2, 1]",
+        "model.dropout=0.0",
+        "input.train_scales=[160]",
+        "input.test_scales=[160]",
+        "input.max_size=320",
+        "train.max_iter=12",
+        "train.warmup_iters=2",
+        "train.lr_steps=[8]",
+        "train.checkpoint_period=6",
+        "train.log_period=4",
+        "train.workers=0",
+        "train.rois_per_image=16",
+        f"output_dir={out}",
+        "device=cpu",
     ] + [f"{k}={v}" for k, v in extra.items()]
     return load_config(None, overrides)
 
@@ -50,10 +67,11 @@ def test_cosine_schedule_hand_values():
     cfg = load_config(None, ["train.lr_schedule=cosine", "train.max_iter=100", "train.warmup_iters=0"])
     assert lr_factor(0, cfg) == pytest.approx(1.0)
     assert lr_factor(50, cfg) == pytest.approx(0.5)
-    assert lr_factor(25, cfg) == pytest.approx((1 + 2 ** -0.5) / 2)  # cos(pi/4)
+    assert lr_factor(25, cfg) == pytest.approx((1 + 2**-0.5) / 2)  # cos(pi/4)
     assert lr_factor(100, cfg) == pytest.approx(0.0, abs=1e-12)
-    warm = load_config(None, ["train.lr_schedule=cosine", "train.max_iter=100", "train.warmup_iters=10",
-                              "train.warmup_factor=0.1"])
+    warm = load_config(
+        None, ["train.lr_schedule=cosine", "train.max_iter=100", "train.warmup_iters=10", "train.warmup_factor=0.1"]
+    )
     assert lr_factor(0, warm) == pytest.approx(0.1)  # warm-up multiplies the cosine factor
     with pytest.raises(ConfigError, match="train.lr_schedule"):
         lr_factor(0, load_config(None, ["train.lr_schedule=linear"]))
@@ -95,16 +113,21 @@ def test_resume_equals_uninterrupted_and_checkpoint_round_trip(sample_root, tmp_
 def test_resume_refuses_another_model(sample_root, tmp_path):
     train(tiny_cfg(sample_root, tmp_path, **{"train.max_iter": 2}), str(tmp_path))
     with pytest.raises(SppdetError, match=r"model.tiny_stride=16.*says 8"):
-        train(tiny_cfg(sample_root, tmp_path, **{"train.max_iter": 4, "model.tiny_stride": 8}), str(tmp_path),
-              resume=True)
+        train(
+            tiny_cfg(sample_root, tmp_path, **{"train.max_iter": 4, "model.tiny_stride": 8}), str(tmp_path), resume=True
+        )
     # other training options may change on resume (e.g. a longer schedule)
     s = train(tiny_cfg(sample_root, tmp_path, **{"train.max_iter": 3}), str(tmp_path), resume=True)
     assert s["start_iter"] == 2 and s["iterations"] == 3
 
 
 def test_loss_falls(sample_root, tmp_path):
-    s = train(tiny_cfg(sample_root, tmp_path, **{"train.max_iter": 60, "train.lr_steps": "[50]",
-                                                  "train.checkpoint_period": 0}), str(tmp_path))
+    s = train(
+        tiny_cfg(
+            sample_root, tmp_path, **{"train.max_iter": 60, "train.lr_steps": "[50]", "train.checkpoint_period": 0}
+        ),
+        str(tmp_path),
+    )
     losses = [h["loss"] for h in s["history"]]
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < 0.8 * first, (first, last)
@@ -113,8 +136,12 @@ def test_loss_falls(sample_root, tmp_path):
 def test_train_tool_bad_config_key(tmp_path, repo_root):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("train:\n  max_iters: 10\n")
-    r = subprocess.run([sys.executable, str(repo_root / "tools" / "train.py"), "--config", str(cfg)],
-                       capture_output=True, text=True, cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, str(repo_root / "tools" / "train.py"), "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert r.returncode == 2
     assert "unknown key 'train.max_iters'" in r.stderr and "Traceback" not in r.stderr
 
@@ -129,8 +156,9 @@ def test_hue_jitter_turns_the_training_image_only(sample_root, tmp_path):
     from sppdet.proposals.build import get_proposals
 
     plain_cfg = tiny_cfg(sample_root, tmp_path, **{"train.flip": "false"})
-    hue_cfg = tiny_cfg(sample_root, tmp_path, **{"train.flip": "false", "train.hue_jitter": 180,
-                                                 "train.hue_jitter_prob": 1.0})
+    hue_cfg = tiny_cfg(
+        sample_root, tmp_path, **{"train.flip": "false", "train.hue_jitter": 180, "train.hue_jitter_prob": 1.0}
+    )
     dataset = build_dataset(plain_cfg, "train")
     store = get_proposals(plain_cfg, dataset, "train", str(tmp_path))
     plain = WindowDataset(dataset, store, plain_cfg, "imagenet")[(0, 7)]
@@ -140,14 +168,17 @@ def test_hue_jitter_turns_the_training_image_only(sample_root, tmp_path):
     # the turned image is the plain one with some hue turn applied: find it among the 2-degree steps
     image = read_image(dataset[0].file_name)
     scale = plain_cfg.input.train_scales[0]
-    matches = [d for d in range(2, 360, 2)
-               if torch.allclose(prepare_image(rotate_hue(image, d), [scale], 320, "imagenet")[0][0],
-                                 turned["image"][0][0])]
+    matches = [
+        d
+        for d in range(2, 360, 2)
+        if torch.allclose(prepare_image(rotate_hue(image, d), [scale], 320, "imagenet")[0][0], turned["image"][0][0])
+    ]
     assert len(matches) == 1
 
 
-@pytest.mark.parametrize("key,value", [("train.hue_jitter", -1), ("train.hue_jitter", 200),
-                                       ("train.hue_jitter_prob", 1.5)])
+@pytest.mark.parametrize(
+    "key,value", [("train.hue_jitter", -1), ("train.hue_jitter", 200), ("train.hue_jitter_prob", 1.5)]
+)
 def test_hue_jitter_out_of_range_is_refused(sample_root, tmp_path, key, value):
     from sppdet.data.build import build_dataset
     from sppdet.engine.data import WindowDataset

@@ -1,8 +1,8 @@
 """Fixtures for the evaluation tests (helpers live in eval_data.py)."""
+
 from __future__ import annotations
 
 import pytest
-
 from eval_data import BCCD_ROOT, COCO_MINI, coco_dataset, need, parse_voc_xml
 
 

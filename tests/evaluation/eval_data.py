@@ -3,6 +3,7 @@
 The BCCD ground truth is parsed here straight from the XML (1-based inclusive ints, as the
 devkit reads them) so the reference AP and ours see exactly the same objects.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,17 @@ def dataset_from_raw(raw, classes=BCCD_CLASSES, name="bccd_val") -> DetectionDat
     recs = []
     for image_id, objs in raw.items():
         boxes = voc_to_xyxy(np.array([o[1] for o in objs], dtype=np.float64).reshape(-1, 4))
-        recs.append(ImageRecord(image_id, str(BCCD_ROOT / "JPEGImages" / f"{image_id}.jpg"), 640, 480,
-                                boxes, [classes.index(o[0]) + 1 for o in objs], [bool(o[2]) for o in objs]))
+        recs.append(
+            ImageRecord(
+                image_id,
+                str(BCCD_ROOT / "JPEGImages" / f"{image_id}.jpg"),
+                640,
+                480,
+                boxes,
+                [classes.index(o[0]) + 1 for o in objs],
+                [bool(o[2]) for o in objs],
+            )
+        )
     return DetectionDataset(recs, classes, name, meta={"split": "val"})
 
 
@@ -60,8 +70,16 @@ def coco_dataset(ann: Path, images: Path) -> DetectionDataset:
         anns = [a for a in per_image[im["id"]] if a["bbox"][2] > 0 and a["bbox"][3] > 0]
         xywh = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
         boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
-        recs.append(ImageRecord(str(im["id"]), str(images / im["file_name"]), im["width"], im["height"], boxes,
-                                [cats.index(a["category_id"]) + 1 for a in anns],
-                                iscrowd=[bool(a["iscrowd"]) for a in anns], coco_id=im["id"]))
-    return DetectionDataset(recs, [names[c] for c in cats], "coco_mini", category_ids=cats,
-                            meta={"ann_file": str(ann)})
+        recs.append(
+            ImageRecord(
+                str(im["id"]),
+                str(images / im["file_name"]),
+                im["width"],
+                im["height"],
+                boxes,
+                [cats.index(a["category_id"]) + 1 for a in anns],
+                iscrowd=[bool(a["iscrowd"]) for a in anns],
+                coco_id=im["id"],
+            )
+        )
+    return DetectionDataset(recs, [names[c] for c in cats], "coco_mini", category_ids=cats, meta={"ann_file": str(ann)})

@@ -1,4 +1,5 @@
 """COCO metrics: equal to pycocotools run directly on the results json we write."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,8 +8,8 @@ import math
 
 import numpy as np
 import pytest
-
 from eval_data import COCO_MINI
+
 from sppdet.data.dataset import DetectionDataset, ImageRecord
 from sppdet.evaluation.coco import STAT_NAMES, evaluate_coco
 from sppdet.evaluation.detections import ImageDetections, save_coco_results
@@ -30,8 +31,11 @@ def _perturbed_gt(dataset, seed=0):
         n_fp = rng.poisson(2)
         xy = rng.uniform(0, [rec.width * 0.8, rec.height * 0.8], (n_fp, 2))
         fp = np.concatenate([xy, xy + rng.uniform(8, 150, (n_fp, 2))], 1)
-        dets[rec.image_id] = ImageDetections(np.concatenate([boxes, fp]), rng.random(len(boxes) + n_fp),
-                                             np.concatenate([labels, rng.integers(1, dataset.num_classes + 1, n_fp)]))
+        dets[rec.image_id] = ImageDetections(
+            np.concatenate([boxes, fp]),
+            rng.random(len(boxes) + n_fp),
+            np.concatenate([labels, rng.integers(1, dataset.num_classes + 1, n_fp)]),
+        )
     return dets
 
 
@@ -61,9 +65,10 @@ def test_matches_pycocotools_on_coco_mini(coco_mini, tmp_path):
 
 
 def _toy_dataset():
-    recs = [ImageRecord("000001", "a.jpg", 200, 200, [[10, 10, 60, 60], [100, 100, 180, 190]], [1, 2]),
-            ImageRecord("000002", "b.jpg", 200, 200, [[0, 0, 30, 40], [50, 50, 90, 90]], [1, 1],
-                        difficult=[False, True])]
+    recs = [
+        ImageRecord("000001", "a.jpg", 200, 200, [[10, 10, 60, 60], [100, 100, 180, 190]], [1, 2]),
+        ImageRecord("000002", "b.jpg", 200, 200, [[0, 0, 30, 40], [50, 50, 90, 90]], [1, 1], difficult=[False, True]),
+    ]
     return DetectionDataset(recs, ["cat", "dog"], "toy")
 
 

@@ -1,4 +1,5 @@
 """Detections files: round trips of the three formats, auto-detection and clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -8,17 +9,23 @@ import pytest
 
 from sppdet.data.dataset import DetectionDataset, ImageRecord
 from sppdet.errors import DataError
-from sppdet.evaluation.detections import (ImageDetections, load_coco_results, load_comp4, load_detections,
-                                          load_sppdet_detections, save_coco_results, save_comp4, save_detections)
+from sppdet.evaluation.detections import (
+    ImageDetections,
+    load_coco_results,
+    load_comp4,
+    load_detections,
+    load_sppdet_detections,
+    save_coco_results,
+    save_comp4,
+    save_detections,
+)
 
 CLASSES = ["RBC", "WBC", "Platelets", "white_cell"]  # one name with '_' for the comp4 file names
 
 
 def _dataset(coco=False):
-    recs = [ImageRecord(f"img_{i}", f"/x/img_{i}.jpg", 640, 480, coco_id=(100 + i) if coco else None)
-            for i in range(4)]
-    return DetectionDataset(recs, CLASSES, "toy", category_ids=[3, 7, 11, 90] if coco else None,
-                            meta={"split": "val"})
+    recs = [ImageRecord(f"img_{i}", f"/x/img_{i}.jpg", 640, 480, coco_id=(100 + i) if coco else None) for i in range(4)]
+    return DetectionDataset(recs, CLASSES, "toy", category_ids=[3, 7, 11, 90] if coco else None, meta={"split": "val"})
 
 
 def _random_dets(ds, seed=0):
@@ -28,8 +35,9 @@ def _random_dets(ds, seed=0):
         n = int(rng.integers(0, 6))
         xy = rng.uniform(0, 500, (n, 2))
         boxes = np.concatenate([xy, xy + rng.uniform(1, 100, (n, 2))], 1)
-        out[rec.image_id] = ImageDetections(np.round(boxes, 2), np.round(rng.random(n), 6),
-                                            rng.integers(1, len(CLASSES) + 1, n))
+        out[rec.image_id] = ImageDetections(
+            np.round(boxes, 2), np.round(rng.random(n), 6), rng.integers(1, len(CLASSES) + 1, n)
+        )
     return out
 
 
@@ -59,10 +67,24 @@ def test_sppdet_json_round_trip_and_format(tmp_path):
 def test_sppdet_json_classes_matched_by_name(tmp_path):
     ds = _dataset()
     p = tmp_path / "d.json"
-    p.write_text(json.dumps({"format": "sppdet-detections", "version": 1, "classes": ["WBC", "RBC"],
-                             "images": [{"image_id": "img_0", "detections": [
-                                 {"label": 1, "score": 0.5, "box": [0, 0, 5, 5]},
-                                 {"class": "Platelets", "score": 0.4, "box": [1, 1, 5, 5]}]}]}))
+    p.write_text(
+        json.dumps(
+            {
+                "format": "sppdet-detections",
+                "version": 1,
+                "classes": ["WBC", "RBC"],
+                "images": [
+                    {
+                        "image_id": "img_0",
+                        "detections": [
+                            {"label": 1, "score": 0.5, "box": [0, 0, 5, 5]},
+                            {"class": "Platelets", "score": 0.4, "box": [1, 1, 5, 5]},
+                        ],
+                    }
+                ],
+            }
+        )
+    )
     assert load_detections(p, ds)["img_0"].labels.tolist() == [2, 3]
 
 
@@ -108,12 +130,22 @@ def test_clear_errors(tmp_path):
     with pytest.raises(DataError, match=r"unknown class 'dog'.*|comp4_det_val_dog"):
         load_detections(bad_class, ds)
     p = tmp_path / "d.json"
-    p.write_text(json.dumps({"format": "sppdet-detections", "version": 1, "images": [
-        {"image_id": "img_0", "detections": [{"class": "Dog", "score": 0.5, "box": [0, 0, 5, 5]}]}]}))
+    p.write_text(
+        json.dumps(
+            {
+                "format": "sppdet-detections",
+                "version": 1,
+                "images": [{"image_id": "img_0", "detections": [{"class": "Dog", "score": 0.5, "box": [0, 0, 5, 5]}]}],
+            }
+        )
+    )
     with pytest.raises(DataError, match=r"d\.json.*unknown class 'Dog'"):
         load_detections(p, ds)
-    p.write_text(json.dumps({"format": "sppdet-detections", "images": [
-        {"image_id": f"other_{i}", "detections": []} for i in range(9)]}))
+    p.write_text(
+        json.dumps(
+            {"format": "sppdet-detections", "images": [{"image_id": f"other_{i}", "detections": []} for i in range(9)]}
+        )
+    )
     with pytest.raises(DataError, match=r"9 image id\(s\) not in toy: 'other_0'.*and 4 more"):
         load_detections(p, ds)
     p.write_text(json.dumps([{"image_id": 100, "category_id": 5, "bbox": [0, 0, 1, 1], "score": 1}]))

@@ -1,4 +1,5 @@
 """tools/eval.py run as a user would, and the report it writes."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from eval_data import BCCD_CLASSES, BCCD_ROOT, dataset_from_raw
+
 from sppdet.evaluation.detections import ImageDetections, save_detections
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "eval.py"
@@ -21,16 +22,30 @@ def _run(*args):
 
 
 def _voc_args(dets):
-    return ["--dataset", "voc", "--root", BCCD_ROOT, "--split", "val", "--classes", ",".join(BCCD_CLASSES),
-            "--detections", dets]
+    return [
+        "--dataset",
+        "voc",
+        "--root",
+        BCCD_ROOT,
+        "--split",
+        "val",
+        "--classes",
+        ",".join(BCCD_CLASSES),
+        "--detections",
+        dets,
+    ]
 
 
 def test_eval_tool_on_bccd_val_writes_report(bccd_val_raw, tmp_path):
     ds = dataset_from_raw(bccd_val_raw)
     rng = np.random.default_rng(0)
     # perfect detections, except every WBC is missed: AP RBC = Platelets = 1, WBC = 0
-    dets = {r.image_id: ImageDetections(r.boxes[r.labels != 2], rng.random(int((r.labels != 2).sum())),
-                                        r.labels[r.labels != 2]) for r in ds}
+    dets = {
+        r.image_id: ImageDetections(
+            r.boxes[r.labels != 2], rng.random(int((r.labels != 2).sum())), r.labels[r.labels != 2]
+        )
+        for r in ds
+    }
     save_detections(dets, tmp_path / "dets.json", ds)
     out = tmp_path / "report"
     proc = _run(*_voc_args(tmp_path / "dets.json"), "--metric", "voc2010", "--out", out, "--num-images", 2)
@@ -46,8 +61,17 @@ def test_eval_tool_on_bccd_val_writes_report(bccd_val_raw, tmp_path):
 
 def test_eval_tool_bad_class_is_one_line_error(bccd_val_raw, tmp_path):
     first = next(iter(bccd_val_raw))
-    (tmp_path / "dets.json").write_text(json.dumps({"format": "sppdet-detections", "version": 1, "images": [
-        {"image_id": first, "detections": [{"class": "Neutrophil", "score": 0.9, "box": [0, 0, 9, 9]}]}]}))
+    (tmp_path / "dets.json").write_text(
+        json.dumps(
+            {
+                "format": "sppdet-detections",
+                "version": 1,
+                "images": [
+                    {"image_id": first, "detections": [{"class": "Neutrophil", "score": 0.9, "box": [0, 0, 9, 9]}]}
+                ],
+            }
+        )
+    )
     proc = _run(*_voc_args(tmp_path / "dets.json"))
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr

@@ -1,4 +1,5 @@
 """Reports: strict metrics.json, curves, html without readable images, the text table."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,9 @@ from sppdet.evaluation.report import draw_matches, format_table, write_report
 
 def _toy(tmp_path):
     img = np.full((60, 80, 3), 128, np.uint8)
-    rec = ImageRecord("a", str(tmp_path / "missing.jpg"), 80, 60, [[5, 5, 30, 30], [40, 10, 70, 50]], [1, 1],
-                      difficult=[False, True])
+    rec = ImageRecord(
+        "a", str(tmp_path / "missing.jpg"), 80, 60, [[5, 5, 30, 30], [40, 10, 70, 50]], [1, 1], difficult=[False, True]
+    )
     ds = DetectionDataset([rec], ["cell", "never seen"], "toy")
     dets = {"a": ImageDetections([[5, 5, 30, 31], [50, 40, 60, 55]], [0.9, 0.6], [1, 1])}
     return img, ds, dets

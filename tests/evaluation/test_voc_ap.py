@@ -1,12 +1,13 @@
 """VOC AP: hand-computed cases, and agreement with an independent devkit transcription on real BCCD."""
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import pytest
-
 from eval_data import BCCD_CLASSES, dataset_from_raw
+
 from sppdet.data.dataset import DetectionDataset, ImageRecord
 from sppdet.evaluation.detections import ImageDetections, load_comp4
 from sppdet.evaluation.voc import evaluate_voc, match_image, voc_ap
@@ -14,8 +15,9 @@ from sppdet.structures import box_iou, voc_to_xyxy
 
 
 def _ds(gt_boxes, gt_labels, difficult=None, iscrowd=None, classes=("a", "b")):
-    rec = ImageRecord("im", "im.jpg", 100, 100, np.array(gt_boxes, np.float32).reshape(-1, 4), gt_labels,
-                      difficult, iscrowd=iscrowd)
+    rec = ImageRecord(
+        "im", "im.jpg", 100, 100, np.array(gt_boxes, np.float32).reshape(-1, 4), gt_labels, difficult, iscrowd=iscrowd
+    )
     return DetectionDataset([rec], list(classes), "toy")
 
 
@@ -103,8 +105,13 @@ def test_iou_threshold_is_strict_and_configurable():
 def test_no_fallback_to_second_best_gt():
     # two overlapping gt; both detections overlap the first best -> the second is a duplicate
     g1, g2 = [0, 0, 10, 10], [1, 0, 11, 10]
-    status, matched = match_image(np.array([g1, g2], np.float32), np.zeros(2, bool),
-                                  np.array([g1, [0, 0, 10.2, 10]], np.float32), np.array([0.9, 0.8]), 0.5)
+    status, matched = match_image(
+        np.array([g1, g2], np.float32),
+        np.zeros(2, bool),
+        np.array([g1, [0, 0, 10.2, 10]], np.float32),
+        np.array([0.9, 0.8]),
+        0.5,
+    )
     assert status.tolist() == [1, 0] and matched.tolist() == [True, False]
 
 
@@ -139,8 +146,11 @@ def devkit_ap(raw, det_lines, classname, ovthresh, use_07_metric):
     recs, npos = {}, 0
     for image_id, objs in raw.items():
         mine = [o for o in objs if o[0] == classname]
-        recs[image_id] = {"bbox": [o[1] for o in mine], "difficult": [bool(o[2]) for o in mine],
-                          "det": [False] * len(mine)}
+        recs[image_id] = {
+            "bbox": [o[1] for o in mine],
+            "difficult": [bool(o[2]) for o in mine],
+            "det": [False] * len(mine),
+        }
         npos += sum(1 for o in mine if not o[2])
     ids = [l[0] for l in det_lines]
     conf = [l[1] for l in det_lines]

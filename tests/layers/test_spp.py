@@ -1,4 +1,5 @@
 """SPP layers against slow pure-Python loops written from the spec, plus gradcheck."""
+
 from __future__ import annotations
 
 import math
@@ -72,15 +73,17 @@ def random_rois(n, img_w, img_h, num_images=1, seed=0):
     y1 = torch.empty(n).uniform_(-0.5 * img_h, 1.2 * img_h, generator=g)
     b = torch.randint(0, num_images, (n,), generator=g).float()
     rois = torch.stack([b, x1, y1, x1 + w, y1 + h], 1)
-    fixed = torch.tensor([
-        [0, 0, 0, img_w, img_h],                      # the whole image
-        [0, -1000, -1000, 3 * img_w, 3 * img_h],      # much larger than the image
-        [0, 0.0, 0.0, 0.5, 0.5],                      # sub-pixel, at the corner
-        [0, img_w - 3, img_h - 2, img_w, img_h],      # bottom-right border
-        [0, 5 * img_w, 10, 6 * img_w, 40],            # entirely right of the image
-        [0, -300, -200, -100, -50],                   # entirely above-left
-        [0, 40.0, 40.0, 41.0, 41.0],                  # one pixel
-    ])
+    fixed = torch.tensor(
+        [
+            [0, 0, 0, img_w, img_h],  # the whole image
+            [0, -1000, -1000, 3 * img_w, 3 * img_h],  # much larger than the image
+            [0, 0.0, 0.0, 0.5, 0.5],  # sub-pixel, at the corner
+            [0, img_w - 3, img_h - 2, img_w, img_h],  # bottom-right border
+            [0, 5 * img_w, 10, 6 * img_w, 40],  # entirely right of the image
+            [0, -300, -200, -100, -50],  # entirely above-left
+            [0, 40.0, 40.0, 41.0, 41.0],  # one pixel
+        ]
+    )
     fixed[:, 0] = torch.arange(len(fixed)) % num_images
     return torch.cat([rois, fixed])
 
@@ -90,20 +93,22 @@ def random_rois(n, img_w, img_h, num_images=1, seed=0):
 
 
 def test_project_rois_hand_computed():
-    rois = torch.tensor([
-        # S=16, offset=0: x1'=floor(0/16)+1=1, x2'=ceil(100/16)-1=ceil(6.25)-1=6;
-        #                 y1'=floor(0/16)+1=1, y2'=ceil(50/16)-1=ceil(3.125)-1=3
-        [0, 0.0, 0.0, 100.0, 50.0],
-        # x1'=floor(32/16)+1=3 > x2'=ceil(48/16)-1=2: centre 40/16=2.5 -> floor(2.5+0.5)=3;
-        # y1'=floor(16/16)+1=2, y2'=ceil(40/16)-1=ceil(2.5)-1=2
-        [0, 32.0, 16.0, 48.0, 40.0],
-        # x1'=floor(1000/16)+1=63, x2'=ceil(1500/16)-1=ceil(93.75)-1=93 -> clamped to 19, 19
-        [0, 1000.0, 17.0, 1500.0, 47.0],  # y: floor(17/16)+1=2, ceil(47/16)-1=ceil(2.9375)-1=2
-        # x1'=floor(-500/16)+1=-32+1=-31, x2'=ceil(-100/16)-1=-6-1=-7 -> clamped 0, 0
-        [0, -500.0, -300.0, -100.0, -50.0],
-        # big: x1'=floor(-10/16)+1=0, x2'=ceil(5000/16)-1=312 -> 19; y: 0 .. ceil(400/16)-1=24 -> 9
-        [0, -10.0, -10.0, 5000.0, 400.0],
-    ])
+    rois = torch.tensor(
+        [
+            # S=16, offset=0: x1'=floor(0/16)+1=1, x2'=ceil(100/16)-1=ceil(6.25)-1=6;
+            #                 y1'=floor(0/16)+1=1, y2'=ceil(50/16)-1=ceil(3.125)-1=3
+            [0, 0.0, 0.0, 100.0, 50.0],
+            # x1'=floor(32/16)+1=3 > x2'=ceil(48/16)-1=2: centre 40/16=2.5 -> floor(2.5+0.5)=3;
+            # y1'=floor(16/16)+1=2, y2'=ceil(40/16)-1=ceil(2.5)-1=2
+            [0, 32.0, 16.0, 48.0, 40.0],
+            # x1'=floor(1000/16)+1=63, x2'=ceil(1500/16)-1=ceil(93.75)-1=93 -> clamped to 19, 19
+            [0, 1000.0, 17.0, 1500.0, 47.0],  # y: floor(17/16)+1=2, ceil(47/16)-1=ceil(2.9375)-1=2
+            # x1'=floor(-500/16)+1=-32+1=-31, x2'=ceil(-100/16)-1=-6-1=-7 -> clamped 0, 0
+            [0, -500.0, -300.0, -100.0, -50.0],
+            # big: x1'=floor(-10/16)+1=0, x2'=ceil(5000/16)-1=312 -> 19; y: 0 .. ceil(400/16)-1=24 -> 9
+            [0, -10.0, -10.0, 5000.0, 400.0],
+        ]
+    )
     cells = project_rois(rois, 16, 0.0, feat_h=10, feat_w=20)
     assert cells.dtype == torch.int64
     assert cells.tolist() == [[1, 1, 6, 3], [3, 2, 3, 2], [19, 2, 19, 2], [0, 0, 0, 0], [0, 0, 19, 9]]
@@ -131,13 +136,16 @@ def test_project_rois_matches_reference_and_never_empty():
 
 
 @pytest.mark.parametrize("mode", ["max", "avg"])
-@pytest.mark.parametrize("shape,levels,stride,offset", [
-    ((2, 3, 7, 9), (6, 3, 2, 1), 16, 0.0),
-    ((2, 3, 7, 9), (5, 3, 4, 1), 16, 7.5),   # levels that divide no finer one
-    ((1, 2, 1, 1), (6, 3, 2, 1), 16, 0.0),   # 1x1 map
-    ((2, 2, 2, 30), (6, 3, 2, 1), 8, 2.0),   # H < n, W >> H
-    ((1, 4, 13, 13), (4, 2, 1), 32, 0.0),
-])
+@pytest.mark.parametrize(
+    "shape,levels,stride,offset",
+    [
+        ((2, 3, 7, 9), (6, 3, 2, 1), 16, 0.0),
+        ((2, 3, 7, 9), (5, 3, 4, 1), 16, 7.5),  # levels that divide no finer one
+        ((1, 2, 1, 1), (6, 3, 2, 1), 16, 0.0),  # 1x1 map
+        ((2, 2, 2, 30), (6, 3, 2, 1), 8, 2.0),  # H < n, W >> H
+        ((1, 4, 13, 13), (4, 2, 1), 32, 0.0),
+    ],
+)
 def test_roi_spp_matches_loop(mode, shape, levels, stride, offset):
     torch.manual_seed(0)
     features = torch.randn(*shape, dtype=torch.float64)
@@ -192,20 +200,26 @@ def test_roi_spp_layout_is_channel_major_per_level():
     features = torch.arange(2 * 4 * 4, dtype=torch.float32).view(1, 2, 4, 4)
     # window covering all 4x4 cells: x1'=floor(-8/16)+1=0 (offset 8), x2'=ceil((64-8)/16)-1=3
     out = roi_spp(features, torch.tensor([[0, 0.0, 0.0, 64.0, 64.0]]), (2, 1), 16, offset=8.0)
-    expected = torch.cat([F.adaptive_max_pool2d(features, 2).reshape(1, -1),
-                          F.adaptive_max_pool2d(features, 1).reshape(1, -1)], 1)
+    expected = torch.cat(
+        [F.adaptive_max_pool2d(features, 2).reshape(1, -1), F.adaptive_max_pool2d(features, 1).reshape(1, -1)], 1
+    )
     assert torch.equal(out, expected)
 
 
 @pytest.mark.parametrize("mode", ["max", "avg"])
 def test_roi_spp_gradcheck(mode):
     # Distinct values: no ties, so max pooling is differentiable at this point.
-    features = (torch.randperm(2 * 2 * 5 * 6, generator=torch.Generator().manual_seed(0)).double() / 10)
+    features = torch.randperm(2 * 2 * 5 * 6, generator=torch.Generator().manual_seed(0)).double() / 10
     features = features.view(2, 2, 5, 6).requires_grad_()
-    rois = torch.tensor([
-        [0, 0.0, 0.0, 96.0, 80.0], [1, 10.0, 5.0, 60.0, 70.0], [0, 30.0, 30.0, 35.0, 34.0],
-        [1, -50.0, 20.0, 40.0, 200.0], [1, 80.0, 0.0, 96.0, 16.0],
-    ])
+    rois = torch.tensor(
+        [
+            [0, 0.0, 0.0, 96.0, 80.0],
+            [1, 10.0, 5.0, 60.0, 70.0],
+            [0, 30.0, 30.0, 35.0, 34.0],
+            [1, -50.0, 20.0, 40.0, 200.0],
+            [1, 80.0, 0.0, 96.0, 16.0],
+        ]
+    )
     assert torch.autograd.gradcheck(lambda f: roi_spp(f, rois, (3, 2, 1), 16, 0.0, mode), (features,))
 
 
@@ -319,8 +333,14 @@ def test_adaptive_spp_equals_torch_adaptive_pooling(mode, hw):
     out = SpatialPyramidPool(levels, mode=mode)(x)
     pool = F.adaptive_max_pool2d if mode == "max" else F.adaptive_avg_pool2d
     assert torch.equal(out, torch.cat([pool(x, n).reshape(2, -1) for n in levels], 1))
-    ref = torch.stack([torch.cat([ref_pool(x[b], ref_bins(0, hw[0] - 1, n), ref_bins(0, hw[1] - 1, n), mode)
-                                  .reshape(-1) for n in levels]) for b in range(2)])
+    ref = torch.stack(
+        [
+            torch.cat(
+                [ref_pool(x[b], ref_bins(0, hw[0] - 1, n), ref_bins(0, hw[1] - 1, n), mode).reshape(-1) for n in levels]
+            )
+            for b in range(2)
+        ]
+    )
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
 
 
@@ -330,7 +350,7 @@ def test_paper_params():
     assert paper_pool_params(13, 1) == (13, 13)
     assert paper_pool_params(10, 6) is None  # win 2, stride 1 -> 9 bins
     assert paper_pool_params(11, 4) is None  # win 3, stride 2 -> 5 bins
-    assert paper_pool_params(3, 4) is None   # stride 0
+    assert paper_pool_params(3, 4) is None  # stride 0
     for a in range(1, 60):
         for n in range(1, 9):
             p = paper_pool_params(a, n)
@@ -356,8 +376,14 @@ def test_paper_spp_matches_loop(mode, hw):
     levels = (6, 4, 3, 2, 1)
     out = spatial_pyramid_pool(x, levels, mode, binning="paper")
     assert out.shape == (2, pyramid_length(3, levels))
-    ref = torch.stack([torch.cat([ref_pool(x[b], paper_ref_bins(hw[0], n), paper_ref_bins(hw[1], n), mode)
-                                  .reshape(-1) for n in levels]) for b in range(2)])
+    ref = torch.stack(
+        [
+            torch.cat(
+                [ref_pool(x[b], paper_ref_bins(hw[0], n), paper_ref_bins(hw[1], n), mode).reshape(-1) for n in levels]
+            )
+            for b in range(2)
+        ]
+    )
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
 
 
@@ -378,7 +404,7 @@ def test_paper_spp_length_never_changes():
 @pytest.mark.parametrize("mode", ["max", "avg"])
 def test_spp_gradcheck(binning, mode):
     # 10 x 11 with n = 4: rows use the paper's window (3, stride 2), columns fall back to adaptive.
-    x = (torch.randperm(10 * 11, generator=torch.Generator().manual_seed(1)).double() / 7)
+    x = torch.randperm(10 * 11, generator=torch.Generator().manual_seed(1)).double() / 7
     x = x.view(1, 1, 10, 11).requires_grad_()
     assert torch.autograd.gradcheck(lambda t: spatial_pyramid_pool(t, (4, 3, 1), mode, binning), (x,))
 

@@ -1,10 +1,10 @@
 """Backbones: shapes, projection geometry (checked numerically), weights, freezing, normalisation."""
+
 from __future__ import annotations
 
 import copy
 import logging
 import urllib.error
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +14,14 @@ from torch import nn
 
 from sppdet.config import ModelConfig
 from sppdet.errors import CheckpointError, ConfigError
-from sppdet.modeling.backbone import (WithinChannelLRN, build_backbone, feature_geometry, load_weights,
-                                      normalize_image, resolve_weights)
+from sppdet.modeling.backbone import (
+    WithinChannelLRN,
+    build_backbone,
+    feature_geometry,
+    load_weights,
+    normalize_image,
+    resolve_weights,
+)
 
 MOBILENET_FILE = ("weights", "mobilenet_v2_imagenet.pth")
 
@@ -28,18 +34,22 @@ def _bb(name="tiny", **kw) -> "torch.nn.Module":
 # ---------------------------------------------------------------------------------------
 # shapes and geometry
 
-@pytest.mark.parametrize("name,kw,channels,hw", [
-    ("tiny", {}, 128, (8, 10)),
-    ("tiny", {"tiny_width": 8, "reduce_channels": 16}, 16, (8, 10)),
-    ("tiny", {"tiny_width": 8, "tiny_stride": 8}, 32, (16, 20)),
-    ("tiny", {"tiny_width": 8, "tiny_stride": 8, "tiny_stem_convs": 2}, 32, (16, 20)),
-    ("zf5", {}, 256, (9, 11)),          # Caffe ceil-mode pooling: one extra border cell
-    ("vgg16", {}, 512, (8, 10)),
-    ("resnet18", {}, 256, (8, 10)),
-    ("resnet50", {"reduce_channels": 256}, 256, (8, 10)),
-    ("mobilenet_v2", {}, 96, (8, 10)),
-    ("mobilenet_v2", {"feature_stride": 32}, 1280, (4, 5)),
-])
+
+@pytest.mark.parametrize(
+    "name,kw,channels,hw",
+    [
+        ("tiny", {}, 128, (8, 10)),
+        ("tiny", {"tiny_width": 8, "reduce_channels": 16}, 16, (8, 10)),
+        ("tiny", {"tiny_width": 8, "tiny_stride": 8}, 32, (16, 20)),
+        ("tiny", {"tiny_width": 8, "tiny_stride": 8, "tiny_stem_convs": 2}, 32, (16, 20)),
+        ("zf5", {}, 256, (9, 11)),  # Caffe ceil-mode pooling: one extra border cell
+        ("vgg16", {}, 512, (8, 10)),
+        ("resnet18", {}, 256, (8, 10)),
+        ("resnet50", {"reduce_channels": 256}, 256, (8, 10)),
+        ("mobilenet_v2", {}, 96, (8, 10)),
+        ("mobilenet_v2", {"feature_stride": 32}, 1280, (4, 5)),
+    ],
+)
 def test_output_shape_and_stride(name, kw, channels, hw):
     bb = _bb(name, **kw).eval()
     with torch.no_grad():
@@ -76,16 +86,27 @@ def _linearised(bb: nn.Module) -> nn.Module:
             mod.eps = 0.0
         elif isinstance(mod, nn.MaxPool2d):
             parent, _, leaf = name.rpartition(".")
-            setattr(m.get_submodule(parent) if parent else m, leaf,
-                    nn.AvgPool2d(mod.kernel_size, mod.stride, mod.padding, ceil_mode=mod.ceil_mode))
+            setattr(
+                m.get_submodule(parent) if parent else m,
+                leaf,
+                nn.AvgPool2d(mod.kernel_size, mod.stride, mod.padding, ceil_mode=mod.ceil_mode),
+            )
     return m.requires_grad_(False)
 
 
-@pytest.mark.parametrize("name,kw,width", [
-    ("tiny", {}, 288), ("tiny", {"tiny_stride": 8}, 288), ("tiny", {"tiny_stride": 8, "tiny_stem_convs": 2}, 320),
-    ("zf5", {}, 224), ("vgg16", {}, 256), ("resnet18", {}, 288),
-    ("mobilenet_v2", {}, 320), ("mobilenet_v2", {"feature_stride": 32}, 640),
-])
+@pytest.mark.parametrize(
+    "name,kw,width",
+    [
+        ("tiny", {}, 288),
+        ("tiny", {"tiny_stride": 8}, 288),
+        ("tiny", {"tiny_stride": 8, "tiny_stem_convs": 2}, 320),
+        ("zf5", {}, 224),
+        ("vgg16", {}, 256),
+        ("resnet18", {}, 288),
+        ("mobilenet_v2", {}, 320),
+        ("mobilenet_v2", {"feature_stride": 32}, 640),
+    ],
+)
 def test_offset_matches_receptive_field_centre(name, kw, width):
     """Backprop from one output cell; the centre of the input-gradient support along x must be
     ``stride * j + offset`` (continuous pixel coordinates), for two neighbouring cells."""
@@ -105,14 +126,18 @@ def test_offset_matches_receptive_field_centre(name, kw, width):
 # ---------------------------------------------------------------------------------------
 # normalisation
 
+
 def test_normalize_numbers():
     img = np.array([[[0, 128, 255], [10, 20, 30]]], dtype=np.uint8)  # 1x2 RGB
     r, g, b = 10.0, 20.0, 30.0
     out = normalize_image(img, "imagenet")
     assert out.shape == (3, 1, 2) and out.dtype == torch.float32
-    assert out[:, 0, 1].tolist() == pytest.approx([(r / 255 - 0.485) / 0.229, (g / 255 - 0.456) / 0.224,
-                                                   (b / 255 - 0.406) / 0.225], abs=1e-5)
-    assert normalize_image(img, "minus_one_one")[:, 0, 0].tolist() == pytest.approx([-1.0, 128 / 127.5 - 1, 1.0], abs=1e-6)
+    assert out[:, 0, 1].tolist() == pytest.approx(
+        [(r / 255 - 0.485) / 0.229, (g / 255 - 0.456) / 0.224, (b / 255 - 0.406) / 0.225], abs=1e-5
+    )
+    assert normalize_image(img, "minus_one_one")[:, 0, 0].tolist() == pytest.approx(
+        [-1.0, 128 / 127.5 - 1, 1.0], abs=1e-6
+    )
     assert normalize_image(img, "unit")[:, 0, 0].tolist() == pytest.approx([0.0, 128 / 255, 1.0], abs=1e-6)
     caffe = normalize_image(img, "caffe")  # BGR order, mean pixel subtracted, 0..255 scale
     assert caffe[:, 0, 1].tolist() == pytest.approx([b - 102.9801, g - 115.9465, r - 122.7717], abs=1e-4)
@@ -122,8 +147,8 @@ def test_normalize_layouts_agree():
     img = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     ref = normalize_image(img, "caffe")
     t = torch.from_numpy(img)
-    assert torch.equal(normalize_image(t, "caffe"), ref)                      # HWC tensor
-    assert torch.equal(normalize_image(t.permute(2, 0, 1), "caffe"), ref)     # CHW tensor
+    assert torch.equal(normalize_image(t, "caffe"), ref)  # HWC tensor
+    assert torch.equal(normalize_image(t.permute(2, 0, 1), "caffe"), ref)  # CHW tensor
     assert torch.equal(normalize_image(t.permute(2, 0, 1)[None].float(), "caffe")[0], ref)  # batch, float
     assert torch.equal(normalize_image(img[:, ::-1], "caffe"), ref.flip(-1))  # negative strides
     with pytest.raises(ConfigError, match="model.normalization"):
@@ -132,6 +157,7 @@ def test_normalize_layouts_agree():
 
 # ---------------------------------------------------------------------------------------
 # freezing
+
 
 def test_frozen_bn_stays_in_eval_after_train():
     bb = _bb("tiny", frozen_bn=True)
@@ -186,7 +212,11 @@ def test_tiny_stem_convs_add_stride4_layers_and_keep_old_keys():
     assert sorted({k.split(".")[1] for k in extra}) == ["1", "2"]  # two more conv+BN blocks
     assert all(k.startswith("stage2.") for k in extra)
     convs = [m for m in deeper.stage2.modules() if isinstance(m, nn.Conv2d)]
-    assert [(c.in_channels, c.out_channels, c.stride) for c in convs] == [(8, 8, (2, 2)), (8, 8, (1, 1)), (8, 8, (1, 1))]
+    assert [(c.in_channels, c.out_channels, c.stride) for c in convs] == [
+        (8, 8, (2, 2)),
+        (8, 8, (1, 1)),
+        (8, 8, (1, 1)),
+    ]
     assert "stage2.0.weight" in plain.state_dict()  # without extra convs: the keys of earlier checkpoints
 
 
@@ -195,18 +225,20 @@ def test_within_channel_lrn_formula():
     lrn = WithinChannelLRN(3, alpha=1e-3, beta=0.75)
     pad = nn.functional.pad(x * x, (1, 1, 1, 1))
     i, j = 2, 3  # interior: mean over the 3x3 window of the same channel
-    mean = pad[0, 1, i:i + 3, j:j + 3].mean()
+    mean = pad[0, 1, i : i + 3, j : j + 3].mean()
     assert lrn(x)[0, 1, i, j] == pytest.approx(float(x[0, 1, i, j] / (1 + 1e-3 * mean) ** 0.75), rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------
 # weights
 
+
 def test_real_mobilenet_weights_load(caplog, shared_data):
     path = shared_data(*MOBILENET_FILE)
     with caplog.at_level(logging.WARNING, logger="sppdet.backbone"):
-        bb = build_backbone(ModelConfig(backbone="mobilenet_v2", weights=str(path), frozen_bn=True,
-                                        normalization="minus_one_one"))
+        bb = build_backbone(
+            ModelConfig(backbone="mobilenet_v2", weights=str(path), frozen_bn=True, normalization="minus_one_one")
+        )
     assert not caplog.records  # classifier and blocks 14-18 are dropped silently
     state = torch.load(path, weights_only=True)
     own = bb.state_dict()
@@ -238,6 +270,7 @@ def test_real_mobilenet_classifies_plausibly(shared_data):
 def no_download(monkeypatch):
     def fail(*a, **k):
         raise AssertionError("a test tried to download weights")
+
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fail)
     monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", fail)
 
@@ -272,6 +305,7 @@ def test_enum_weights_map_onto_truncated_backbone(monkeypatch, caplog):
 def test_download_failure_is_one_line(monkeypatch):
     def offline(self, **k):
         raise urllib.error.URLError("no route to host")
+
     monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", offline)
     with pytest.raises(CheckpointError) as e:
         _bb("mobilenet_v2", weights="DEFAULT")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from sppdet.modeling.features import assign_scales, pad_batch, scale_factors, resize_image
+from sppdet.modeling.features import assign_scales, pad_batch, resize_image, scale_factors
 
 
 def test_scale_factors_shorter_side_and_cap():
@@ -15,9 +15,13 @@ def test_scale_factors_shorter_side_and_cap():
 def test_assign_scales_hand_cases():
     # paper 5 scales on a 500x375 image (shorter side 375)
     f = torch.tensor([scale_factors(375, 500, [480, 576, 688, 864, 1200], 2000)], dtype=torch.float64)
-    boxes = torch.tensor([[0.0, 0.0, 100.0, 100.0],   # 100x100: 224/100 = 2.24 -> factor 1200/375=3.2? no: pick closest area
-                          [0.0, 0.0, 300.0, 300.0],   # large box -> smallest scale
-                          [0.0, 0.0, 10.0, 10.0]])    # tiny box -> largest scale
+    boxes = torch.tensor(
+        [
+            [0.0, 0.0, 100.0, 100.0],  # 100x100: 224/100 = 2.24 -> factor 1200/375=3.2? no: pick closest area
+            [0.0, 0.0, 300.0, 300.0],  # large box -> smallest scale
+            [0.0, 0.0, 10.0, 10.0],
+        ]
+    )  # tiny box -> largest scale
     factors = f.expand(3, -1)
     got = assign_scales(boxes, factors, 224)
     # by hand: factors = 1.28, 1.536, 1.8347, 2.304, 3.2

@@ -8,8 +8,16 @@ from sppdet.modeling.rcnn_baseline import RCNNBaseline, context_boxes, warp_wind
 
 
 def _model(backbone: str):
-    cfg = load_config(None, [f"model.backbone={backbone}", "model.tiny_width=8", "model.dropout=0.0",
-                             "model.fc_dims=[64, 32]", "input.test_scales=[224]"])
+    cfg = load_config(
+        None,
+        [
+            f"model.backbone={backbone}",
+            "model.tiny_width=8",
+            "model.dropout=0.0",
+            "model.fc_dims=[64, 32]",
+            "input.test_scales=[224]",
+        ],
+    )
     torch.manual_seed(0)
     return build_detector(cfg, num_classes=3).eval()
 
@@ -37,8 +45,9 @@ def test_context_padding_hand_checked():
     # 16 * 96/192 = 8 px in y of the original image on each side.
     out = context_boxes(torch.tensor([[100.0, 50.0, 292.0, 146.0]]))
     assert torch.allclose(out, torch.tensor([[84.0, 42.0, 308.0, 154.0]]))
-    assert torch.equal(context_boxes(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), context=0),
-                       torch.tensor([[1.0, 2.0, 3.0, 4.0]]))
+    assert torch.equal(
+        context_boxes(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), context=0), torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # float32: cv2 path, float64: roi_align
@@ -133,8 +142,9 @@ def test_inference_backbone_folds_batch_norm_and_follows_weight_changes():
     check()
     conv.weight.data[0] += 1.0  # through .data: only the weights' sum tells
     check()
-    model.backbone.load_state_dict({k: v * 1.1 for k, v in model.backbone.state_dict().items()
-                                    if v.is_floating_point()}, strict=False)
+    model.backbone.load_state_dict(
+        {k: v * 1.1 for k, v in model.backbone.state_dict().items() if v.is_floating_point()}, strict=False
+    )
     check()
     assert inference_backbone(model.backbone) is not fast
 

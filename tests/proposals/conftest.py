@@ -1,4 +1,5 @@
 """Fixtures for the proposal tests: the real fast-rcnn demo files in ../shared/data."""
+
 from pathlib import Path
 
 import pytest

@@ -16,7 +16,7 @@ def tiny(tmp_path, demo_dir):
     """Three small real images (crops of the demo photos) as a dataset."""
     recs = []
     for k, (name, x0) in enumerate([("001551", 0), ("001551", 200), ("000004", 100)]):
-        img = cv2.imread(str(demo_dir / f"{name}.jpg"))[50:290, x0:x0 + 300]
+        img = cv2.imread(str(demo_dir / f"{name}.jpg"))[50:290, x0 : x0 + 300]
         img = cv2.resize(img, (150, 120), interpolation=cv2.INTER_AREA)
         path = tmp_path / "images" / f"im{k}.jpg"
         path.parent.mkdir(exist_ok=True)
@@ -76,8 +76,9 @@ def test_resume_uses_finished_chunks(tmp_path, tiny, monkeypatch):
     partial = final.parent / (final.name + ".partial")
     marker = np.array([[1, 2, 3, 4]], np.float32)
     # as if a killed run had finished im0 and im1 (and left a half-written temp file)
-    save_proposals(partial / "chunk-000000-1-1.npz", ["im0", "im1"], [marker, marker],
-                   [np.ones(1), np.ones(1)], meta={"key": key})
+    save_proposals(
+        partial / "chunk-000000-1-1.npz", ["im0", "im1"], [marker, marker], [np.ones(1), np.ones(1)], meta={"key": key}
+    )
     (partial / ".chunk-000001.npz.tmp").write_bytes(b"garbage")
     calls = []
     real = B._compute_one

@@ -1,4 +1,5 @@
 """Built-in generators on a real photo: sane boxes, reproducible, right conventions."""
+
 import cv2
 import numpy as np
 import pytest

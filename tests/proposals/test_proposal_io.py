@@ -1,4 +1,5 @@
 """Foreign proposal formats, each written with its own writer and read back box by box."""
+
 import json
 import pickle
 
@@ -25,8 +26,10 @@ RCNN_OURS = {
 
 
 def _dataset(ids=("000005", "000007"), size=(500, 400), coco_ids=None):
-    recs = [ImageRecord(i, f"{i}.jpg", size[0], size[1],
-                        coco_id=None if coco_ids is None else coco_ids[k]) for k, i in enumerate(ids)]
+    recs = [
+        ImageRecord(i, f"{i}.jpg", size[0], size[1], coco_id=None if coco_ids is None else coco_ids[k])
+        for k, i in enumerate(ids)
+    ]
     return DetectionDataset(recs, ["a"], name="t")
 
 
@@ -139,6 +142,7 @@ def test_pickles_refused_without_opt_in(tmp_path):
 class _Evil:
     def __reduce__(self):
         import os
+
         return (os.system, ("echo hacked",))
 
 
@@ -205,11 +209,15 @@ def test_mmdet_pkl_needs_dataset_order(tmp_path):
 
 def test_coco_json(tmp_path):
     path = tmp_path / "props.json"
-    path.write_text(json.dumps([
-        {"image_id": 42, "bbox": [10, 20, 30, 40], "score": 0.5},
-        {"image_id": 42, "bbox": [0, 0, 5, 5], "score": 0.9},
-        {"image_id": 7, "bbox": [1, 2, 3, 4], "score": 0.1},
-    ]))
+    path.write_text(
+        json.dumps(
+            [
+                {"image_id": 42, "bbox": [10, 20, 30, 40], "score": 0.5},
+                {"image_id": 42, "bbox": [0, 0, 5, 5], "score": 0.9},
+                {"image_id": 7, "bbox": [1, 2, 3, 4], "score": 0.1},
+            ]
+        )
+    )
     got = load_proposals(path)
     np.testing.assert_array_equal(got["42"][0], [[10, 20, 40, 60], [0, 0, 5, 5]])
     np.testing.assert_allclose(got["42"][1], [0.5, 0.9])
@@ -220,16 +228,22 @@ def test_coco_json(tmp_path):
 def test_sanitize_checks_and_counts():
     ds = _dataset(size=(100, 80))
     raw = {
-        "000005": (np.array([
-            [10, 10, 50, 50],          # kept
-            [10, 10, 50, 50],          # exact duplicate
-            [-5, -5, 120, 90],         # clipped to the image
-            [np.nan, 0, 10, 10],       # NaN
-            [0, 0, np.inf, 10],        # inf
-            [30, 30, 20, 40],          # x2 < x1
-            [0, 0, 1, 40],             # width 1 < min_size 2
-            [60, 10, 90, 70],          # kept
-        ], np.float32), np.array([0.1, 0.1, 0.5, 0.9, 0.9, 0.9, 0.9, 0.8], np.float32)),
+        "000005": (
+            np.array(
+                [
+                    [10, 10, 50, 50],  # kept
+                    [10, 10, 50, 50],  # exact duplicate
+                    [-5, -5, 120, 90],  # clipped to the image
+                    [np.nan, 0, 10, 10],  # NaN
+                    [0, 0, np.inf, 10],  # inf
+                    [30, 30, 20, 40],  # x2 < x1
+                    [0, 0, 1, 40],  # width 1 < min_size 2
+                    [60, 10, 90, 70],  # kept
+                ],
+                np.float32,
+            ),
+            np.array([0.1, 0.1, 0.5, 0.9, 0.9, 0.9, 0.9, 0.8], np.float32),
+        ),
         "000007": (np.array([[200, 200, 300, 300]], np.float32), None),  # fully outside -> empty
         "extra": (np.array([[0, 0, 5, 5]], np.float32), None),
     }
@@ -249,8 +263,10 @@ def test_sanitize_checks_and_counts():
 
 def test_sanitize_file_order_without_scores_and_id_errors():
     ds = _dataset()
-    raw = {"000005": (np.array([[5, 5, 9, 9], [0, 0, 4, 4], [1, 1, 3, 3]], np.float32), None),
-           "000007": (np.zeros((0, 4), np.float32), None)}
+    raw = {
+        "000005": (np.array([[5, 5, 9, 9], [0, 0, 4, 4], [1, 1, 3, 3]], np.float32), None),
+        "000007": (np.zeros((0, 4), np.float32), None),
+    }
     clean, _ = sanitize_proposals(raw, ds, max_per_image=2, min_size=0)
     np.testing.assert_array_equal(clean["000005"][0], [[5, 5, 9, 9], [0, 0, 4, 4]])
     with pytest.raises(DataError, match="no proposal image id matches.*'5'.*'000005'"):
@@ -291,8 +307,14 @@ def test_detectron2_boxmode_enum_without_detectron2(tmp_path, monkeypatch):
     for name in ("detectron2", "detectron2.structures"):
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     monkeypatch.setitem(sys.modules, "detectron2.structures.boxes", fake)
-    data = pickle.dumps({"ids": [5], "boxes": [np.array([[1, 2, 3, 4]], np.float32)],
-                         "objectness_logits": [np.zeros(1, np.float32)], "bbox_mode": BoxMode.XYWH_ABS})
+    data = pickle.dumps(
+        {
+            "ids": [5],
+            "boxes": [np.array([[1, 2, 3, 4]], np.float32)],
+            "objectness_logits": [np.zeros(1, np.float32)],
+            "bbox_mode": BoxMode.XYWH_ABS,
+        }
+    )
     monkeypatch.delitem(sys.modules, "detectron2.structures.boxes")
     path = tmp_path / "d2.pkl"
     path.write_bytes(data)

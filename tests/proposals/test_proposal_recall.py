@@ -1,4 +1,5 @@
 """Recall on hand-made boxes with known IoUs."""
+
 import json
 
 import numpy as np
@@ -10,11 +11,18 @@ from sppdet.proposals.recall import best_ious, evaluate_recall, format_recall_ta
 
 def _dataset():
     # image a: two gt boxes (+ one difficult, ignored); image b: one gt (+ one crowd, ignored)
-    a = ImageRecord("a", "a.jpg", 100, 100,
-                    boxes=[[0, 0, 10, 10], [50, 50, 60, 60], [80, 80, 90, 90]], labels=[1, 1, 1],
-                    difficult=[False, False, True])
-    b = ImageRecord("b", "b.jpg", 100, 100, boxes=[[0, 0, 20, 20], [30, 30, 40, 40]], labels=[1, 1],
-                    iscrowd=[False, True])
+    a = ImageRecord(
+        "a",
+        "a.jpg",
+        100,
+        100,
+        boxes=[[0, 0, 10, 10], [50, 50, 60, 60], [80, 80, 90, 90]],
+        labels=[1, 1, 1],
+        difficult=[False, False, True],
+    )
+    b = ImageRecord(
+        "b", "b.jpg", 100, 100, boxes=[[0, 0, 20, 20], [30, 30, 40, 40]], labels=[1, 1], iscrowd=[False, True]
+    )
     c = ImageRecord("c", "c.jpg", 100, 100)  # no objects
     return DetectionDataset([a, b, c], ["x"])
 

@@ -1,4 +1,5 @@
 """Native proposal store: round trip, lazy reads, corruption and truncation detection."""
+
 import pickle
 import zipfile
 
@@ -52,7 +53,7 @@ def test_reading_one_image_does_not_load_everything(tmp_path):
     target = boxes[4][0].tobytes()
     pos = raw.find(target)
     assert pos > 0
-    raw[pos:pos + 16] = b"\xff" * 16
+    raw[pos : pos + 16] = b"\xff" * 16
     path.write_bytes(bytes(raw))
     fresh = ProposalStore(path)
     np.testing.assert_array_equal(fresh.boxes(ids[0]), boxes[0])
@@ -87,8 +88,10 @@ def test_not_a_store_and_missing_file(tmp_path):
 def test_compressed_copy_still_reads(tmp_path):
     ids, boxes, scores = _data()
     save_proposals(tmp_path / "p.npz", ids, boxes, scores)
-    with zipfile.ZipFile(tmp_path / "p.npz") as zin, \
-            zipfile.ZipFile(tmp_path / "c.npz", "w", zipfile.ZIP_DEFLATED) as zout:
+    with (
+        zipfile.ZipFile(tmp_path / "p.npz") as zin,
+        zipfile.ZipFile(tmp_path / "c.npz", "w", zipfile.ZIP_DEFLATED) as zout,
+    ):
         for name in zin.namelist():
             zout.writestr(name, zin.read(name))
     store = ProposalStore(tmp_path / "c.npz")

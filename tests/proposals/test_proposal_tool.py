@@ -1,4 +1,5 @@
 """tools/proposals.py run as a user would: convert, compute, recall, and the pickle refusal."""
+
 import importlib.util
 import json
 import pickle
@@ -25,8 +26,13 @@ def _tool():
 
 def test_convert_demo_files_as_a_user(tmp_path, demo_dir):
     out = tmp_path / "demo.npz"
-    res = subprocess.run([sys.executable, str(TOOL), "convert", str(demo_dir), "--out", str(out)],
-                         capture_output=True, text=True, cwd=TOOL.parents[1], timeout=120)
+    res = subprocess.run(
+        [sys.executable, str(TOOL), "convert", str(demo_dir), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=TOOL.parents[1],
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert "2 images, 4945 boxes" in res.stdout
     store = ProposalStore(out)
@@ -60,16 +66,43 @@ def test_compute_images_and_recall_with_config(tmp_path, demo_dir, capsys):
         write_voc_annotation(root / "Annotations" / f"{i}.xml", rec, ["thing"])
     (root / "ImageSets" / "Main" / "test.txt").write_text("\n".join(ids) + "\n")
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "out"),
-                                   "data": {"root": str(root), "test_split": "test", "classes": ["thing"]},
-                                   "proposals": {"method": "edgeboxes", "workers": 0, "max_per_image": 500}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "output_dir": str(tmp_path / "out"),
+                "data": {"root": str(root), "test_split": "test", "classes": ["thing"]},
+                "proposals": {"method": "edgeboxes", "workers": 0, "max_per_image": 500},
+            }
+        )
+    )
     tool = _tool()
     out = tmp_path / "props.npz"
-    assert run_tool(tool.main, ["compute", "--config", str(cfg), "--split", "test", "--out", str(out),
-                                "proposals.max_side=200"]) == 0
+    assert (
+        run_tool(
+            tool.main, ["compute", "--config", str(cfg), "--split", "test", "--out", str(out), "proposals.max_side=200"]
+        )
+        == 0
+    )
     assert ProposalStore(out).ids == ids
-    assert run_tool(tool.main, ["recall", "--proposals", str(out), "--config", str(cfg), "--split", "test",
-                                "--out", str(tmp_path / "rec"), "--nums", "10,100,500"]) == 0
+    assert (
+        run_tool(
+            tool.main,
+            [
+                "recall",
+                "--proposals",
+                str(out),
+                "--config",
+                str(cfg),
+                "--split",
+                "test",
+                "--out",
+                str(tmp_path / "rec"),
+                "--nums",
+                "10,100,500",
+            ],
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "R@0.5" in text and "AR" in text
     rec = json.loads((tmp_path / "rec" / "recall.json").read_text())
@@ -77,8 +110,25 @@ def test_compute_images_and_recall_with_config(tmp_path, demo_dir, capsys):
     assert (tmp_path / "rec" / "recall.png").is_file()
     # --images: a folder of images, ids from the file stems
     out2 = tmp_path / "imgs.npz"
-    assert run_tool(tool.main, ["compute", "--images", str(root / "JPEGImages"), "--method", "edgeboxes",
-                                "--out", str(out2), "--workers", "0", "--max-per-image", "50"]) == 0
+    assert (
+        run_tool(
+            tool.main,
+            [
+                "compute",
+                "--images",
+                str(root / "JPEGImages"),
+                "--method",
+                "edgeboxes",
+                "--out",
+                str(out2),
+                "--workers",
+                "0",
+                "--max-per-image",
+                "50",
+            ],
+        )
+        == 0
+    )
     s2 = ProposalStore(out2)
     assert s2.ids == ids and all(0 < len(s2.boxes(i)) <= 50 for i in ids)
     assert run_tool(tool.main, ["compute", "--images", str(tmp_path / "nothing*.jpg"), "--out", str(out2)]) == 2
