@@ -26,7 +26,7 @@ from ..config import Config
 from ..modeling.backbone import normalize_image
 from ..structures import BoxCoder
 from .resize import image_size, resize_to_factor, scale_factor
-from .spp_onnx import roi_spp_traceable
+from .spp_onnx import roi_spp_one_map
 
 
 class ExportableDetector(nn.Module):
@@ -113,19 +113,14 @@ class ExportableDetector(nn.Module):
         return scores, deltas
 
     def _pool(self, feat: Tensor, scaled: Tensor) -> Tensor:
-        num = scaled.shape[0]
-        size = torch._shape_as_tensor(feat)
-        fh = size[2].expand(num)
-        fw = size[3].expand(num)
-        zeros = torch.zeros_like(scaled[:, 0])
-        return roi_spp_traceable(feat, zeros, scaled, fh, fw, self.levels, self.stride, self.offset)
+        return roi_spp_one_map(feat, scaled, self.levels, self.stride, self.offset)
 
     def _postprocess(
         self, scores: Tensor, deltas: Tensor, proposals: Tensor, wf: Tensor, hf: Tensor
     ) -> Tuple[Tensor, Tensor, Tensor]:
         """As :class:`sppdet.modeling.postprocess.PostProcess` with a dynamic image size."""
         k = self.num_classes
-        boxes = self.box_coder.decode(deltas, proposals.to(scores.dtype)).view(-1, k, 4)
+        boxes = _decode(self.box_coder, deltas, proposals.to(scores.dtype))
         boxes = _clip(boxes.reshape(-1, 4), wf, hf).view(-1, k, 4)
         cls_scores = scores[:, 1:]
         r, c = (cls_scores > self.score_thresh).nonzero(as_tuple=True)
@@ -148,3 +143,22 @@ def _clip(boxes: Tensor, wf: Tensor, hf: Tensor) -> Tensor:
 def _hflip(boxes: Tensor, wf: Tensor) -> Tensor:
     """Mirror ``(x1, y1, x2, y2)`` boxes in an image ``wf`` pixels wide."""
     return torch.stack([wf - boxes[:, 2], boxes[:, 1], wf - boxes[:, 0], boxes[:, 3]], 1)
+
+
+def _decode(coder: BoxCoder, deltas: Tensor, proposals: Tensor) -> Tensor:
+    """:meth:`sppdet.structures.BoxCoder.decode` op for op, returning ``(P, K, 4)`` directly: its
+    final ``reshape(P, -1)`` cannot be exported for ``P = 0`` (ONNX cannot infer -1 from 0)."""
+    wx, wy, ww, wh = coder.weights
+    pw = (proposals[:, 2] - proposals[:, 0]).unsqueeze(1)
+    ph = (proposals[:, 3] - proposals[:, 1]).unsqueeze(1)
+    pcx = proposals[:, 0].unsqueeze(1) + 0.5 * pw
+    pcy = proposals[:, 1].unsqueeze(1) + 0.5 * ph
+    dx = deltas[:, 0::4] / wx
+    dy = deltas[:, 1::4] / wy
+    dw = (deltas[:, 2::4] / ww).clamp(max=coder.scale_clamp)
+    dh = (deltas[:, 3::4] / wh).clamp(max=coder.scale_clamp)
+    cx = dx * pw + pcx
+    cy = dy * ph + pcy
+    w = torch.exp(dw) * pw
+    h = torch.exp(dh) * ph
+    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=2)

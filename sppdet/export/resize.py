@@ -114,9 +114,10 @@ def scale_factor(h: Tensor, w: Tensor, scale: int, max_size: int) -> Tensor:
     (:func:`sppdet.modeling.features.scale_factors` for tensors)."""
     short = torch.minimum(h, w).to(torch.float64)
     long = torch.maximum(h, w).to(torch.float64)
-    f = float(scale) / short
+    # tensor numerators: ``number / tensor`` is computed as ``number * (1 / tensor)``, one more rounding
+    f = torch.full_like(short, float(scale)) / short
     if max_size > 0:
-        f = torch.where(torch.round(f * long) > max_size, float(max_size) / long, f)
+        f = torch.where(torch.round(f * long) > max_size, torch.full_like(long, float(max_size)) / long, f)
     return f
 
 

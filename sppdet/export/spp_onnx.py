@@ -89,3 +89,12 @@ def check_levels(levels: Sequence[int], max_cells: int) -> Tuple[int, ...]:
         if not (torch.equal(start, ref_start) and torch.equal(end, ref_end)):
             bad.append(n)
     return tuple(bad)
+
+
+def roi_spp_one_map(features: Tensor, boxes: Tensor, levels: Sequence[int], stride: float, offset: float) -> Tensor:
+    """:func:`roi_spp_traceable` for windows ``(R, 4)`` all on the one map ``features (1, C, H, W)``
+    (``roi_spp(features, [0, *box])`` per window); ``R`` stays dynamic when traced."""
+    num = boxes.shape[0]
+    size = torch._shape_as_tensor(features)
+    index = torch.zeros_like(boxes[:, 0])
+    return roi_spp_traceable(features, index, boxes, size[2].expand(num), size[3].expand(num), levels, stride, offset)
