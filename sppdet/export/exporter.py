@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
-from typing import Sequence, Tuple, Union
+from typing import Any, Sequence, Tuple, Union, cast
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ import torch
 from ..engine.infer import Predictor, load_predictor
 from ..errors import ConfigError, SppdetError
 from ..fileio import atomic_write
+from ..modeling.detector import SPPDetector
 from .graph import ExportableDetector
 from .spp_onnx import check_levels
 
@@ -35,6 +36,8 @@ _MAX_CELLS = 4096
 def build_exportable(predictor: Predictor) -> ExportableDetector:
     """The traceable twin of ``predictor``; a config that cannot be exported is a ConfigError."""
     cfg = predictor.cfg
+    if not isinstance(predictor.model, SPPDetector):
+        raise ConfigError(f"only SPP-net detectors can be exported, not {type(predictor.model).__name__}")
     if predictor.scorer is not None:
         raise ConfigError(
             "train.paper.scorer: the paper recipe's SVM scorer cannot be exported; "
@@ -61,9 +64,7 @@ def example_inputs(seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
     return image, torch.from_numpy(boxes.astype(np.float32))
 
 
-def export_model(
-    weights: Union[str, Path], fmt: str, out: Union[str, Path], overrides: Sequence[str] = ()
-) -> Path:
+def export_model(weights: Union[str, Path], fmt: str, out: Union[str, Path], overrides: Sequence[str] = ()) -> Path:
     """Write checkpoint ``weights`` as an ``fmt`` ("onnx" or "torchscript") file ``out``."""
     if fmt not in FORMATS:
         raise SppdetError(f"--format: unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
@@ -79,7 +80,7 @@ def export_model(
             torch.onnx.export(
                 module,
                 example,
-                buf,
+                cast(Any, buf),  # a file object works; the annotation says path only
                 input_names=INPUT_NAMES,
                 output_names=OUTPUT_NAMES,
                 dynamic_axes={
@@ -96,4 +97,3 @@ def export_model(
     with atomic_write(out, "wb") as f:
         f.write(buf.getvalue())
     return out
-

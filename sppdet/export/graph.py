@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..config import Config
 from ..modeling.backbone import normalize_image
+from ..modeling.detector import SPPDetector
 from ..structures import BoxCoder
 from .resize import image_size, resize_to_factor, scale_factor
 from .spp_onnx import roi_spp_one_map
@@ -33,14 +34,14 @@ class ExportableDetector(nn.Module):
     """``forward(image (H, W, 3) uint8, proposals (P, 4) float32) -> (boxes, scores, labels)``
     (see the module docstring); built from a loaded detector by :func:`sppdet.export.build_exportable`."""
 
-    def __init__(self, model: nn.Module, cfg: Config) -> None:
+    def __init__(self, model: SPPDetector, cfg: Config) -> None:
         super().__init__()
         self.backbone = model.backbone
         self.head = model.head
         self.levels: Tuple[int, ...] = tuple(int(n) for n in cfg.model.spp_levels)
         self.stride = float(model.spp.stride)
         self.offset = float(model.spp.offset)
-        self.pad_to = int(model.backbone.stride)
+        self.pad_to = int(getattr(model.backbone, "stride"))  # images are padded to a multiple of it
         self.normalization = cfg.model.normalization
         self.scales: Tuple[int, ...] = tuple(int(s) for s in cfg.input.test_scales)
         self.max_size = int(cfg.input.max_size)
@@ -61,8 +62,10 @@ class ExportableDetector(nn.Module):
         for flip in [False, True] if self.flip else [False]:
             feats = [self._features(image, factors[s : s + 1], flip) for s in range(len(self.scales))]
             views.append(self._score(feats, factors, _hflip(boxes, wf) if flip else boxes, flip))
-        scores = sum(v[0] for v in views) / len(views)
-        deltas = sum(v[1] for v in views) / len(views)
+        scores, deltas = views[0]
+        for s, d in views[1:]:  # the Predictor's mean: (s0 + s1) / 2, same float ops
+            scores, deltas = scores + s, deltas + d
+        scores, deltas = scores / len(views), deltas / len(views)
         return self._postprocess(scores, deltas, boxes, wf, hf)
 
     # -- steps ---------------------------------------------------------------------------

@@ -49,7 +49,7 @@ def _linear_taps(src: Tensor, dst: Tensor, zero_border: bool) -> Tuple[Tensor, T
 
 def _arange(n: Tensor) -> Tensor:
     """``0 .. n-1`` as float64 for a 1-element integer tensor ``n`` (stays dynamic when traced)."""
-    return torch.arange(n[0], dtype=torch.float64)
+    return torch.arange(n[0], dtype=torch.float64)  # type: ignore[call-overload]  # a tensor end stays dynamic
 
 
 def resize_linear(image: Tensor, out_h: Tensor, out_w: Tensor) -> Tensor:

@@ -127,7 +127,9 @@ def test_multi_scale_and_flip_export(tmp_path, shared_data):
 def test_bad_inputs_give_one_line(exported, tmp_path, capsys):
     weights, _ = exported
     out = tmp_path / "m.onnx"
-    code, _, err = run_in_process("export", ["--weights", tmp_path / "nope.pth", "--format", "onnx", "--out", out], capsys)
+    code, _, err = run_in_process(
+        "export", ["--weights", tmp_path / "nope.pth", "--format", "onnx", "--out", out], capsys
+    )
     assert_user_error(code, err, "nope.pth", "not found")
     code, _, err = run_in_process("export", ["--weights", weights, "--format", "tflite", "--out", out], capsys)
     assert_user_error(code, err, "--format", "tflite")

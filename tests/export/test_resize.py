@@ -48,7 +48,8 @@ def test_area_within_one_grey_level_of_cv2():
 
 
 @pytest.mark.parametrize(
-    "h, w, scale, max_size", [(375, 500, 688, 2000), (406, 500, 320, 1000), (100, 900, 480, 600), (2000, 1500, 320, 1000)]
+    "h, w, scale, max_size",
+    [(375, 500, 688, 2000), (406, 500, 320, 1000), (100, 900, 480, 600), (2000, 1500, 320, 1000)],
 )
 def test_factor_and_resize_follow_the_python_path(h, w, scale, max_size):
     """Same factor as scale_factors and the same image as resize_image (bilinear or area)."""
