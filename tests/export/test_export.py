@@ -91,7 +91,8 @@ def test_onnx_and_torchscript_equal_the_python_path(exported, shared_data, capsy
 
 
 def test_onnx_proposals_outside_or_empty(exported, shared_data):
-    """Windows outside the image, empty, NaN or none at all: dropped as the Python path drops them."""
+    """Windows outside the image, empty, NaN or none at all: dropped as the Python path drops them;
+    images smaller than one feature cell."""
     weights, base = exported
     if not (base / "model.onnx").exists():
         pytest.skip("needs the file of test_onnx_and_torchscript_equal_the_python_path")
@@ -101,6 +102,10 @@ def test_onnx_proposals_outside_or_empty(exported, shared_data):
     mixed = np.concatenate([props[:300], odd])
     ref = load_predictor(str(weights), device="cpu").predict(image, mixed)
     assert_same_detections(ref, *sess.run(None, {"image": image, "proposals": mixed}))
+    for tiny, boxes in (((9, 7), [[0, 0, 7, 9], [1, 1, 5, 6]]), ((300, 2), [[0, 0, 2, 300], [0, 10, 1, 100]])):
+        crop, windows = image[: tiny[0], : tiny[1]].copy(), np.array(boxes, np.float32)  # smaller than a cell
+        ref = load_predictor(str(weights), device="cpu").predict(crop, windows)
+        assert_same_detections(ref, *sess.run(None, {"image": crop, "proposals": windows}))
     for none in (np.zeros((0, 4), np.float32), odd[:3]):
         boxes, scores, labels = sess.run(None, {"image": image, "proposals": none})
         assert boxes.shape == (0, 4) and scores.shape == (0,) and labels.shape == (0,)
@@ -108,10 +113,13 @@ def test_onnx_proposals_outside_or_empty(exported, shared_data):
 
 @pytest.mark.slow
 def test_multi_scale_and_flip_export(tmp_path, shared_data):
-    """Three test scales (each window pooled at its best scale) and test.flip, in both formats."""
+    """Three test scales (each window pooled at its best scale), test.flip and a truncated-SVD
+    fc6, in both formats."""
     from sppdet.export import export_model
 
-    weights = _checkpoint(tmp_path / "ms.pth", ["input.test_scales=[200, 320, 480]", "test.flip=true"])
+    weights = _checkpoint(
+        tmp_path / "ms.pth", ["input.test_scales=[200, 320, 480]", "test.flip=true", "test.svd_rank_fc6=16"]
+    )
     export_model(weights, "onnx", tmp_path / "ms.onnx")
     export_model(weights, "torchscript", tmp_path / "ms.pt")
     predictor = load_predictor(str(weights), device="cpu")
