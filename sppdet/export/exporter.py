@@ -22,7 +22,7 @@ from ..errors import ConfigError, SppdetError
 from ..fileio import atomic_write
 from ..modeling.detector import SPPDetector
 from .graph import ExportableDetector
-from .spp_onnx import check_levels
+from .spp_onnx import check_levels, plan_levels
 
 FORMATS = ("onnx", "torchscript")
 #: ONNX opset: MaxRoiPool and NonMaxSuppression are in every opset >= 11.
@@ -45,7 +45,7 @@ def build_exportable(predictor: Predictor) -> ExportableDetector:
         )
     if cfg.model.spp_mode != "max":
         raise ConfigError(f"model.spp_mode: only 'max' region SPP can be exported, not {cfg.model.spp_mode!r}")
-    bad = check_levels(cfg.model.spp_levels, _MAX_CELLS)
+    bad = check_levels([n for n, src in plan_levels(cfg.model.spp_levels).items() if src is None], _MAX_CELLS)
     if bad:
         raise ConfigError(
             f"model.spp_levels: level(s) {list(bad)} cannot be exported exactly "

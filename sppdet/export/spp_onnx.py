@@ -4,7 +4,8 @@
 (SPP-net Appendix A) and max-pools each pyramid level with exact integer bins
 ``[x1' + floor(i*a/n), x1' + ceil((i+1)*a/n))`` through sparse tables and autograd Functions,
 which a tracer cannot follow. Here the same projection is plain float64 tensor ops, and each
-level is one ``torchvision.ops.roi_pool`` on the projected cells (``spatial_scale=1``): with
+level that divides no finer level is one ``torchvision.ops.roi_pool`` on the projected cells
+(``spatial_scale=1``; the other levels are max-reduced from a finer grid, as ``roi_spp`` does): with
 integer cell boxes its bins are ``floor(i * (a/n))`` .. ``ceil((i+1) * (a/n))`` with ``a/n``
 rounded to float32, which equals the exact rule for every level this module accepts
 (:func:`check_levels` verifies it for every window size up to the largest map; it fails first
@@ -19,7 +20,7 @@ Shape shorthand: R windows, S maps, C channels, L = C * sum(n*n).
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -67,7 +68,25 @@ def roi_spp_traceable(
     each ``(C, n, n)`` flattened."""
     cells = project_cells(boxes, stride, offset, map_h, map_w)
     rois = torch.cat([map_index.to(torch.int64).unsqueeze(1), cells], 1).to(features.dtype)
-    return torch.cat([roi_pool(features, rois, (n, n), 1.0).flatten(1) for n in levels], 1)
+    grids: Dict[int, Tensor] = {}
+    for n, src in plan_levels(levels).items():  # finest first
+        if src is None:
+            grids[n] = roi_pool(features, rois, (n, n), 1.0)
+        else:  # a level-n bin is the union of r x r level-(n*r) bins: max over each block
+            r = src // n
+            grids[n] = grids[src].unflatten(3, (n, r)).unflatten(2, (n, r)).amax(dim=(3, 5))
+    return torch.cat([grids[n].flatten(1) for n in levels], 1)
+
+
+def plan_levels(levels: Sequence[int]) -> Dict[int, Optional[int]]:
+    """Level -> the finer level it is max-reduced from, or ``None`` = pooled directly; finest
+    first. A level-``m`` bin is exactly the union of the level-``k*m`` bins ``k*i .. k*i+k-1``
+    (:mod:`sppdet.layers.spp`, "Binning"), so ``(6, 3, 2, 1)`` needs one ``roi_pool``, at 6."""
+    plan: Dict[int, Optional[int]] = {}
+    for n in sorted(set(int(v) for v in levels), reverse=True):
+        finer = [s for s in plan if s % n == 0]
+        plan[n] = min(finer) if finer else None
+    return plan
 
 
 def _exact_bins(a: Tensor, n: int) -> Tuple[Tensor, Tensor]:

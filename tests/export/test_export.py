@@ -77,6 +77,8 @@ def test_onnx_and_torchscript_equal_the_python_path(exported, shared_data, capsy
         code, out, err = run_in_process("export", ["--weights", weights, "--format", fmt, "--out", base / name], capsys)
         assert_clean_success(code, err)
         assert (base / name).stat().st_size > 0
+    onnx = pytest.importorskip("onnx")
+    onnx.checker.check_model(str(base / "model.onnx"))
     predictor = load_predictor(str(weights), device="cpu")
     sess = ort.InferenceSession(str(base / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == ["image", "proposals"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sppdet.export.spp_onnx import check_levels, project_cells, roi_spp_one_map, roi_spp_traceable
+from sppdet.export.spp_onnx import check_levels, plan_levels, project_cells, roi_spp_one_map, roi_spp_traceable
 from sppdet.layers.spp import project_rois, roi_spp
 
 
@@ -32,7 +32,10 @@ def _traceable(feat, boxes, levels, stride, offset):
     return roi_spp_one_map(feat, boxes, levels, stride, offset)
 
 
-@pytest.mark.parametrize("levels, stride, offset", [((6, 3, 2, 1), 16, 0.0), ((4, 2, 1), 8, 3.5), ((5, 1), 16, 8.5)])
+@pytest.mark.parametrize(
+    "levels, stride, offset",
+    [((6, 3, 2, 1), 16, 0.0), ((4, 2, 1), 8, 3.5), ((5, 1), 16, 8.5), ((1, 2, 3, 4, 8), 16, 4.0), ((3, 2), 16, 0.0)],
+)
 def test_equals_roi_spp_on_random_maps(levels, stride, offset):
     rng = np.random.default_rng(stride)
     feat = torch.randn(1, 12, 27, 35, generator=torch.Generator().manual_seed(0))
@@ -108,6 +111,11 @@ def test_onnxruntime_max_roi_pool_equals_roi_spp():
     got = sess.run(None, {"feat": feat.numpy(), "boxes": boxes.numpy()})[0]
     rois = torch.cat([torch.zeros(len(boxes), 1), boxes], 1)
     np.testing.assert_array_equal(got, roi_spp(feat, rois, (6, 3, 2, 1), 16, 0.0).numpy())
+
+
+def test_plan_pools_only_levels_that_divide_no_finer_one():
+    assert plan_levels((6, 3, 2, 1)) == {6: None, 3: 6, 2: 6, 1: 2}
+    assert plan_levels((1, 2, 3, 4, 8)) == {8: None, 4: 8, 3: None, 2: 4, 1: 2}
 
 
 def test_check_levels_flags_float32_bin_errors():
