@@ -8,6 +8,7 @@ when the checkpoint carries the paper recipe's models and ``train.paper.scorer``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Dict, Optional, Sequence, Union
 
@@ -17,12 +18,17 @@ import torch
 from ..config import Config
 from ..data.dataset import DetectionDataset
 from ..data.image_io import read_image
+from ..errors import ConfigError
 from ..evaluation.detections import ImageDetections
+from ..evaluation.writer import DetectionsWriter
 from ..modeling.postprocess import PostProcess
 from ..structures import BoxCoder, clip_boxes, hflip_boxes, valid_boxes_mask
 from . import distributed as du
 
 log = logging.getLogger("sppdet.infer")
+
+#: ``test.amp`` values and their autocast dtypes (on CUDA).
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 #: Windows scored per head call; bounds memory (2,000 x 12,800 floats = 100 MB otherwise).
 CHUNK = 512
@@ -53,6 +59,18 @@ class Predictor:
         self.postprocess = PostProcess(
             BoxCoder(cfg.model.box_weights), tc.score_thresh, tc.nms_thresh, tc.max_detections
         )
+        if tc.amp not in AMP_DTYPES:
+            raise ConfigError(f"test.amp: '{tc.amp}' is not one of {', '.join(AMP_DTYPES)}")
+        self.amp_dtype = AMP_DTYPES[tc.amp] if self.device.type == "cuda" else None
+        if tc.amp != "off" and self.device.type != "cuda":
+            # a checkpoint trained with test.amp on a GPU must still run on a laptop: not an error
+            log.warning("test.amp=%s applies on CUDA only; running in float32 on %s", tc.amp, self.device)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast to ``test.amp``'s dtype on CUDA; a no-op otherwise."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
 
     def predict(self, image: np.ndarray, proposals: np.ndarray) -> ImageDetections:
         return self.predict_batch([image], [proposals])[0]
@@ -71,17 +89,19 @@ class Predictor:
         passes = []
         for flip in views:
             batch = self.model.prepare(list(images), scales, max_size, [flip] * len(images)).to(self.device)
-            passes.append((flip, batch, self.model.conv_features(batch)))
+            with self.autocast():
+                passes.append((flip, batch, self.model.conv_features(batch)))
         results = []
         for b, (image, p) in enumerate(zip(images, props)):
             if len(p) == 0:
                 results.append(ImageDetections.empty())
                 continue
             width = image.shape[1]
-            views_out = [
-                self._score(feats, batch, b, hflip_boxes(p, width) if flip else p, flip)
-                for flip, batch, feats in passes
-            ]
+            with self.autocast():  # scores and deltas come back as float32 (see _score)
+                views_out = [
+                    self._score(feats, batch, b, hflip_boxes(p, width) if flip else p, flip)
+                    for flip, batch, feats in passes
+                ]
             s = sum(v[0] for v in views_out) / len(views_out)
             d = None if views_out[0][1] is None else sum(v[1] for v in views_out) / len(views_out)
             dets = self.postprocess(s, d, p.to(self.device), image.shape[:2])
@@ -136,9 +156,17 @@ def load_predictor(weights: str, overrides: Sequence[str] = (), device: str = "a
 
 
 def detect_dataset(
-    predictor: Predictor, dataset: DetectionDataset, proposals, progress: bool = True
+    predictor: Predictor,
+    dataset: DetectionDataset,
+    proposals,
+    progress: bool = True,
+    writer: Optional[DetectionsWriter] = None,
 ) -> Dict[str, ImageDetections]:
-    """Detections for every image of ``dataset`` (sharded over ranks, gathered on every rank)."""
+    """Detections for every image of ``dataset`` (sharded over ranks, gathered on every rank).
+
+    ``writer`` (already reset) gets every image in dataset order, as it is detected in a single
+    process, after the gather on rank 0 under torchrun; the caller finishes it.
+    """
     from tqdm import tqdm
 
     rank, world = du.get_rank(), du.get_world_size()
@@ -149,11 +177,16 @@ def detect_dataset(
         rec = dataset[i]
         image = read_image(rec.file_name, predictor.cfg.input.max_image_pixels)
         results[rec.image_id] = predictor.predict(image, proposals.boxes(rec.image_id))
+        if writer is not None and world == 1:
+            writer.process(rec.image_id, results[rec.image_id], str(rec.file_name), rec.width, rec.height)
     if world > 1:
         merged: Dict[str, ImageDetections] = {}
         for part in du.all_gather_object(results):
             merged.update(part)
         results = {rid: merged[rid] for rid in dataset.ids}
+        if writer is not None and du.is_main_process():
+            for rec in dataset.records:
+                writer.process(rec.image_id, results[rec.image_id], str(rec.file_name), rec.width, rec.height)
     return results
 
 
@@ -164,12 +197,13 @@ def run_on_dataset(
     overrides: Sequence[str] = (),
     device: str = "auto",
     output_dir: Optional[str] = None,
+    writer: Optional[DetectionsWriter] = None,
 ) -> Dict[str, ImageDetections]:
     """Load a checkpoint and detect on ``dataset`` (default: the config's test split).
 
     Proposals come from the config (``proposals.method`` / ``proposals.test_file``), computed
     and cached when needed. ``config`` (a YAML path) replaces the checkpoint's data and
-    proposal settings, e.g. to run on another dataset.
+    proposal settings, e.g. to run on another dataset. ``writer``: see :func:`detect_dataset`.
     """
     from ..config import load_config
     from ..data.build import build_dataset
@@ -184,7 +218,7 @@ def run_on_dataset(
         dataset = build_dataset(cfg, "test")
     _check_classes(dataset, predictor.class_names, weights)
     store = get_proposals(cfg, dataset, "test", output_dir or cfg.output_dir)
-    return detect_dataset(predictor, dataset, store)
+    return detect_dataset(predictor, dataset, store, writer=writer)
 
 
 def _check_classes(dataset: DetectionDataset, class_names: Sequence[str], weights: str) -> None:

@@ -19,6 +19,7 @@ from sppdet.evaluation.detections import (
     save_comp4,
     save_detections,
 )
+from sppdet.evaluation.writer import DetectionsWriter
 
 
 def _random_detections(rng, n_images, classes, numeric_ids):
@@ -37,20 +38,21 @@ def _random_detections(rng, n_images, classes, numeric_ids):
 
 @pytest.mark.parametrize("numeric_ids", [True, False])
 def test_streamed_files_equal_the_in_memory_writers(tmp_path, numeric_ids):
-    from sppdet.engine.detect import ResultLog
-
     classes = ["cat", "dog", "traffic light"]
     dets = _random_detections(np.random.default_rng(3), 9, classes, numeric_ids)
     records = [ImageRecord(i, f"/data/{i}.jpg", 320 + k, 240 - k) for k, i in enumerate(dets)]
     dataset = DetectionDataset(records, classes, name="detect")
     (tmp_path / "a").mkdir()
-    log = ResultLog(tmp_path / "a", classes)
+    writer = DetectionsWriter(
+        tmp_path / "a" / "detections.json",
+        classes,
+        coco_path=tmp_path / "a" / "coco.json",
+        comp4_dir=tmp_path / "a" / "comp4",
+    )
+    assert writer.reset() == []
     for rec in records:
-        log.add(rec.image_id, rec.file_name, rec.width, rec.height, dets[rec.image_id])
-    log.write_sppdet(tmp_path / "a" / "detections.json")
-    log.write_coco(tmp_path / "a" / "coco.json")
-    log.write_comp4(tmp_path / "a" / "comp4")
-    log.close()
+        writer.process(rec.image_id, dets[rec.image_id], rec.file_name, rec.width, rec.height)
+    writer.finish()
     assert not (tmp_path / "a" / ".detections.partial.jsonl").exists()
 
     save_detections(dets, tmp_path / "detections.json", dataset)
@@ -62,6 +64,37 @@ def test_streamed_files_equal_the_in_memory_writers(tmp_path, numeric_ids):
         assert (tmp_path / "a" / "comp4" / f.name).read_text() == f.read_text(), f.name
     back = load_sppdet_detections(tmp_path / "a" / "detections.json", dataset)
     assert set(back) <= set(dets)
+
+
+def test_writer_resumes_from_a_torn_journal_and_from_a_finished_file(tmp_path):
+    classes = ["cat", "dog"]
+    dets = _random_detections(np.random.default_rng(5), 6, classes, False)
+    ids = list(dets)
+    writer = DetectionsWriter(tmp_path / "d.json", classes)
+    writer.reset()
+    for i in ids[:4]:
+        writer.process(i, dets[i], f"{i}.jpg", 100, 80)
+    writer.close()
+    with open(writer.journal, "ab") as f:  # a crash in the middle of a line (power cut)
+        f.write(b'{"image_id": "img_4", "boxes": [[1.0, 2')
+    again = DetectionsWriter(tmp_path / "d.json", classes)
+    assert [e["image_id"] for e in again.reset(resume=True)] == ids[:4]
+    for i in ids[4:]:
+        again.process(i, dets[i], f"{i}.jpg", 100, 80)
+    again.finish()
+    data = json.loads((tmp_path / "d.json").read_text())
+    assert [e["image_id"] for e in data["images"]] == ids
+    fresh = DetectionsWriter(tmp_path / "fresh.json", classes)
+    fresh.reset()
+    for i in ids:
+        fresh.process(i, dets[i], f"{i}.jpg", 100, 80)
+    fresh.finish()
+    assert data == json.loads((tmp_path / "fresh.json").read_text())
+    # a finished run (no journal): resuming reads the json back, values unchanged by a rewrite
+    third = DetectionsWriter(tmp_path / "d.json", classes)
+    assert len(third.reset(resume=True)) == 6
+    third.finish()
+    assert json.loads((tmp_path / "d.json").read_text()) == data
 
 
 @pytest.fixture(scope="module")
@@ -89,13 +122,13 @@ def test_folder_of_50_images_streams_results(model, tmp_path, capsys, monkeypatc
         cv2.rectangle(img, (10, 12), (40, 50), (250, 250, 250), -1)
         cv2.imwrite(str(folder / f"im{i:02d}.jpg"), img)
     writes = []
-    real = detect_mod.ResultLog.write_sppdet
+    real = DetectionsWriter.write
 
-    def counting(self, path):
+    def counting(self):
         writes.append(sum(1 for _ in self.entries()))  # images in the file at that moment
-        real(self, path)
+        real(self)
 
-    monkeypatch.setattr(detect_mod.ResultLog, "write_sppdet", counting)
+    monkeypatch.setattr(DetectionsWriter, "write", counting)
     monkeypatch.setattr(detect_mod, "REFRESH_SECONDS", 0.0)  # refresh after every batch here
     out = tmp_path / "out"
     code, stdout, err = run_in_process(
