@@ -171,6 +171,7 @@ def run_video(
 
 
 def _video_writer(path: Path, codec: str, fps: float, width: int, height: int) -> cv2.VideoWriter:
+    path.unlink(missing_ok=True)  # a leftover, or a planted symlink: never written through
     vw = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*codec), fps, (width, height))
     if not vw.isOpened():
         raise SppdetError(f"{path}: OpenCV cannot write a '{codec}' video here")

@@ -105,13 +105,15 @@ class DetectionsWriter:
         journal), its detections json; entries are dicts with ``image_id``, ``file_name``...
         """
         self.close()
+        if self.journal.is_symlink():  # planted: replaced, never followed
+            self.journal.unlink()
         done: List[Dict] = []
         if resume and self.journal.is_file():
             done = list(read_journal(self.journal))
         elif resume and self.path.is_file():
             done = list(self._entries_of_json(self.path))
         try:
-            self._fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         except OSError as e:
             raise SppdetError(f"{self.journal}: cannot write ({e.strerror})") from e
         self.count = 0

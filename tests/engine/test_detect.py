@@ -177,3 +177,57 @@ def test_output_names_unique_and_bounded():
     assert names[:3] == ["image", "image_1", "image_2"] and names[300] == "image_5_1"
     long = output_names([Path("é" * 300 + ".jpg"), Path("q" * 300 + ".jpg")])
     assert all(len(n) <= MAX_NAME + 9 for n in long)
+
+
+@pytest.mark.slow
+def test_kill_9_leaves_valid_output_and_resume_completes_it(model, tmp_path, capsys):
+    """A real ``kill -9`` in the middle of a run: the journal holds only whole lines, nothing under a
+    final name is half-written, and ``--resume`` finishes with the files an uninterrupted run writes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from reliability_kit import TOOLS, child_env
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(40):
+        img = np.clip(rng.normal(rng.integers(40, 200), 25, (48, 64, 3)), 0, 255).astype(np.uint8)
+        cv2.rectangle(img, (8, 8), (30 + i % 20, 40), (250, 250, 250), -1)
+        cv2.imwrite(str(folder / f"im{i:02d}.png"), img)
+    argv = ["--weights", model, "--input", folder, "--device", "cpu", "--score-thresh", "0", "--coco-json"]
+    out = tmp_path / "out"
+    journal = out / ".detections.partial.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, str(TOOLS / "detect.py"), *map(str, argv), "--output", str(out)],
+        env=child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if journal.is_file() and journal.read_bytes().count(b"\n") >= 5:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    raw = journal.read_bytes()
+    assert raw.endswith(b"\n")  # one write() per line: a kill never leaves half a line
+    done = [json.loads(line) for line in raw.splitlines()]
+    assert 5 <= len(done) < 40
+    assert all((out / f"{e['image_id']}.jpg").is_file() for e in done)  # drawn before journalled
+    for name in ("detections.json", "detections_coco.json"):  # refreshed atomically: valid when present
+        assert not (out / name).exists() or json.loads((out / name).read_text()) is not None
+
+    code, stdout, err = run_in_process("detect", [*argv, "--output", out, "--resume"], capsys)
+    assert code == 0, err
+    assert f"{40 - len(done)} images ({len(done)} done before)" in stdout
+    code, _, err = run_in_process("detect", [*argv, "--output", tmp_path / "ref"], capsys)
+    assert code == 0, err
+    for name in ("detections.json", "detections_coco.json"):
+        assert json.loads((out / name).read_text()) == json.loads((tmp_path / "ref" / name).read_text()), name
+    assert not journal.exists() and not list(out.glob(".*.tmp"))
