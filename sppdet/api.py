@@ -9,7 +9,7 @@
 
 Boxes are float ``(x1, y1, x2, y2)`` in the input image's pixels (continuous coordinates,
 width ``x2 - x1``); labels are ``1..K`` into ``class_names``. Every user mistake (missing file,
-an array that is not an RGB image, proposals of the wrong shape, no proposal source) raises
+an array that is not an RGB image, proposals not shaped (P, 4), no proposal source) raises
 :class:`~sppdet.errors.SppdetError` with one line saying what is wrong. ``tools/detect.py`` is
 a thin shell around this class.
 """
@@ -171,8 +171,9 @@ class Detector:
 
 
 def check_proposals(proposals, image_size: Tuple[int, int], what: str = "proposals") -> np.ndarray:
-    """``proposals`` as a ``(P, 4) float32`` array of finite ``x1, y1, x2, y2`` pixels, or a
-    one-line SppdetError. Boxes outside the ``(height, width)`` image are clipped later."""
+    """``proposals`` as a ``(P, 4) float32`` array of ``x1, y1, x2, y2`` pixels, or a one-line
+    SppdetError. Later, boxes are clipped to the ``(height, width)`` image and boxes that are
+    empty or not finite dropped (as for proposal files)."""
     try:
         p = np.asarray(proposals, dtype=np.float32)
     except (TypeError, ValueError):
@@ -182,6 +183,4 @@ def check_proposals(proposals, image_size: Tuple[int, int], what: str = "proposa
         if p.size == 0:
             return np.zeros((0, 4), np.float32)
         raise SppdetError(f"{what}: expected a (P, 4) array of x1, y1, x2, y2 pixels, got shape {tuple(p.shape)}")
-    if not np.isfinite(p).all():
-        raise SppdetError(f"{what}: NaN or infinite coordinates")
     return p

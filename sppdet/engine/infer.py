@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Dict, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union, cast
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from ..data.image_io import read_image
 from ..errors import ConfigError
 from ..evaluation.detections import ImageDetections
 from ..evaluation.writer import DetectionsWriter
+from ..modeling.detector import SPPDetector
 from ..modeling.postprocess import PostProcess
 from ..structures import BoxCoder, clip_boxes, hflip_boxes, valid_boxes_mask
 from . import distributed as du
@@ -44,11 +45,11 @@ class Predictor:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: SPPDetector,
         cfg: Config,
         class_names: Sequence[str],
         device: Union[str, torch.device] = "cpu",
-        scorer: Optional[object] = None,
+        scorer: Optional[Callable] = None,
     ) -> None:
         self.model = model
         self.cfg = cfg
@@ -79,10 +80,10 @@ class Predictor:
     def predict_batch(self, images: Sequence[np.ndarray], proposals: Sequence[np.ndarray]) -> list:
         """Detections for several images: one padded conv pass per scale for all of them."""
         self.model.eval()
-        props = []
-        for image, p in zip(images, proposals):
+        props: List[torch.Tensor] = []
+        for image, given in zip(images, proposals):
             h, w = image.shape[:2]
-            t = clip_boxes(torch.as_tensor(np.asarray(p, dtype=np.float32)).reshape(-1, 4), w, h)
+            t = clip_boxes(torch.as_tensor(np.asarray(given, dtype=np.float32)).reshape(-1, 4), w, h)
             props.append(t[valid_boxes_mask(t, 0.0)])
         views = [False, True] if self.cfg.test.flip else [False]
         scales, max_size = self.cfg.input.test_scales, self.cfg.input.max_size
@@ -90,7 +91,10 @@ class Predictor:
         for flip in views:
             batch = self.model.prepare(list(images), scales, max_size, [flip] * len(images)).to(self.device)
             with self.autocast():
-                passes.append((flip, batch, self.model.conv_features(batch)))
+                feats = self.model.conv_features(batch)
+            # SPP pooling sees float32 maps (the dtype its backends are tested with); the fc head
+            # runs under autocast again in _score
+            passes.append((flip, batch, [f.float() for f in feats] if self.amp_dtype is not None else feats))
         results = []
         for b, (image, p) in enumerate(zip(images, props)):
             if len(p) == 0:
@@ -117,7 +121,8 @@ class Predictor:
     def _score(self, feats, batch, b: int, boxes: torch.Tensor, flipped: bool):
         """Class scores ``(P, K+1)`` and box deltas ``(P, 4K)`` (or None) of image ``b``'s windows,
         in chunks; deltas of a mirrored view are mirrored back (``dx -> -dx``)."""
-        scores, deltas = [], []
+        scores: List[torch.Tensor] = []
+        deltas: List[Optional[torch.Tensor]] = []
         for i in range(0, len(boxes), CHUNK):
             c = boxes[i : i + CHUNK].to(self.device)
             rois = torch.cat([c.new_full((len(c), 1), float(b)), c], 1)
@@ -129,7 +134,7 @@ class Predictor:
                 s, d = torch.softmax(out["cls_logits"], 1), out["bbox_deltas"]
             scores.append(s.float())
             deltas.append(d.float() if d is not None else None)
-        d = torch.cat(deltas) if deltas[0] is not None else None
+        d = torch.cat([x for x in deltas if x is not None]) if deltas[0] is not None else None
         if d is not None and flipped:
             d = d.clone()
             d[:, 0::4] = -d[:, 0::4]
@@ -141,7 +146,8 @@ def load_predictor(weights: str, overrides: Sequence[str] = (), device: str = "a
     from .checkpoint import load_model_from_checkpoint
 
     dev = du.resolve_device(device)
-    model, cfg, class_names, state = load_model_from_checkpoint(weights, overrides, dev)
+    module, cfg, class_names, state = load_model_from_checkpoint(weights, overrides, dev)
+    model = cast(SPPDetector, module)  # build_detector's class
     tc = cfg.test
     if tc.svd_rank_fc6 > 0 or tc.svd_rank_fc7 > 0:
         model.head.compress_svd([tc.svd_rank_fc6, tc.svd_rank_fc7])
