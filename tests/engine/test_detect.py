@@ -231,3 +231,33 @@ def test_kill_9_leaves_valid_output_and_resume_completes_it(model, tmp_path, cap
     for name in ("detections.json", "detections_coco.json"):
         assert json.loads((out / name).read_text()) == json.loads((tmp_path / "ref" / name).read_text()), name
     assert not journal.exists() and not list(out.glob(".*.tmp"))
+
+
+def test_eval_tool_streams_the_models_detections_through_the_writer(model, tmp_path, capsys, monkeypatch):
+    """tools/eval.py --weights --out writes detections.json with the streaming writer, one image
+    at a time as it is detected: the same content as the in-memory writer gives afterwards."""
+    from sppdet.config import load_config
+    from sppdet.data.build import build_dataset
+    from sppdet.engine.infer import run_on_dataset
+
+    config = model.parent / "config.yaml"
+    seen = []
+    real = DetectionsWriter.process
+
+    def spying(self, image_id, *args, **kwargs):
+        seen.append((image_id, self.journal.read_bytes().count(b"\n")))  # lines already on disk
+        real(self, image_id, *args, **kwargs)
+
+    monkeypatch.setattr(DetectionsWriter, "process", spying)
+    code, stdout, err = run_in_process(
+        "eval", ["--weights", model, "--config", config, "--out", tmp_path / "ev", "--device", "cpu"], capsys
+    )
+    assert code == 0, err
+    dataset = build_dataset(load_config(str(config)), "test")
+    assert seen == [(image_id, k) for k, image_id in enumerate(dataset.ids)]
+    monkeypatch.setattr(DetectionsWriter, "process", real)
+    save_detections(run_on_dataset(str(model), dataset, device="cpu"), tmp_path / "ref.json", dataset)
+    assert json.loads((tmp_path / "ev" / "detections.json").read_text()) == json.loads(
+        (tmp_path / "ref.json").read_text()
+    )
+    assert not list((tmp_path / "ev").glob(".*.jsonl"))
