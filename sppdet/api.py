@@ -17,7 +17,7 @@ a thin shell around this class.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -39,7 +39,8 @@ class DetectionResult:
 
     ``boxes (N, 4) float32`` ``(x1, y1, x2, y2)`` in the input image's pixels, ``scores (N,)
     float32``, ``labels (N,) int64`` in ``1..K`` (label ``k`` is ``class_names[k-1]``),
-    ``image_size`` ``(height, width)``; sorted as the model's post-processing left them.
+    ``image_size`` ``(height, width)``, ``num_proposals`` (windows scored); in the order the
+    model's post-processing left them.
     """
 
     boxes: np.ndarray
@@ -48,7 +49,6 @@ class DetectionResult:
     class_names: List[str]
     image_size: Tuple[int, int]
     num_proposals: int = 0
-    extra: Dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.boxes)

@@ -1,6 +1,7 @@
-"""tools/detect.py's engine: results streamed through a JSON-lines scratch file give the same files as
-the in-memory writers, a folder of many images is handled with bounded work per image, and
-output names are unique and safe."""
+"""tools/detect.py's engine and the streaming writer: the writer's files equal the in-memory writers,
+it resumes from a torn journal, a folder of many images is handled with bounded work per image, a
+real kill -9 leaves valid files that --resume completes, tools/eval.py streams through the same
+writer, and output names are unique and safe."""
 
 import json
 from pathlib import Path
