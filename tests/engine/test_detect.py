@@ -234,6 +234,7 @@ def test_kill_9_leaves_valid_output_and_resume_completes_it(model, tmp_path, cap
     assert not journal.exists() and not list(out.glob(".*.tmp"))
 
 
+@pytest.mark.slow  # runs the model twice and writes the HTML report
 def test_eval_tool_streams_the_models_detections_through_the_writer(model, tmp_path, capsys, monkeypatch):
     """tools/eval.py --weights --out writes detections.json with the streaming writer, one image
     at a time as it is detected: the same content as the in-memory writer gives afterwards."""
