@@ -202,6 +202,9 @@ class TestConfig:
     #: Truncated SVD rank for fc6/fc7 at inference (0 = off), Fast R-CNN section 3.1.
     svd_rank_fc6: int = 0
     svd_rank_fc7: int = 0
+    #: Mixed precision at inference on CUDA: "off", "bf16" or "fp16" (autocast of the conv and
+    #: head; scores, boxes and NMS stay float32). Ignored with a warning on CPU.
+    amp: str = "off"
 
 
 @dataclass

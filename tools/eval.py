@@ -59,7 +59,8 @@ def load_dataset(args):
     return build_dataset(cfg, "test"), cfg
 
 
-def get_detections(args, dataset):
+def get_detections(args, dataset, writer=None):
+    """Detections read from --detections, or made by running --weights (streamed into ``writer``)."""
     from sppdet.evaluation.detections import load_detections
 
     if args.detections:
@@ -72,7 +73,12 @@ def get_detections(args, dataset):
         from sppdet.engine.infer import run_on_dataset
 
         return run_on_dataset(
-            weights=args.weights, dataset=dataset, config=args.config, overrides=args.overrides, device=args.device
+            weights=args.weights,
+            dataset=dataset,
+            config=args.config,
+            overrides=args.overrides,
+            device=args.device,
+            writer=writer,
         )
     except ModuleNotFoundError as e:
         if not (e.name or "").startswith("sppdet"):
@@ -112,25 +118,34 @@ def main(argv=None) -> int:
     du.init_distributed(args.device)
 
     from sppdet.evaluation import evaluate
-    from sppdet.evaluation.detections import num_detections, save_detections
+    from sppdet.evaluation.detections import num_detections
     from sppdet.evaluation.report import format_table, write_report
+    from sppdet.evaluation.writer import DetectionsWriter
 
     if args.out:  # fail now, not after running the model
         from sppdet.fileio import make_output_dir
 
         make_output_dir(args.out, "--out")
     dataset, cfg = load_dataset(args)
-    detections = get_detections(args, dataset)  # with --weights: sharded over ranks, gathered
+    writer = None
+    if args.out and args.weights and du.is_main_process():  # the model's detections, saved as they come
+        writer = DetectionsWriter(f"{args.out}/detections.json", dataset.class_names)
+        writer.reset()
+    try:
+        detections = get_detections(args, dataset, writer)  # with --weights: sharded over ranks, gathered
+    finally:
+        if writer is not None:
+            writer.close()
     if not du.is_main_process():
         return 0
+    if writer is not None:
+        writer.finish()
     metric = args.metric or (cfg.test.metric if cfg else "coco" if args.dataset == "coco" else "voc07")
     if num_detections(detections) == 0:
         print(f"warning: no detections for {dataset.name or 'the dataset'}; every AP is 0", file=sys.stderr)
     metrics = evaluate(dataset, detections, metric, args.iou)
     print(format_table(metrics))
     if args.out:
-        if args.weights:
-            save_detections(detections, f"{args.out}/detections.json", dataset)
         html = write_report(
             args.out, dataset, detections, metrics, num_images=args.num_images, score_thresh=args.score_thresh
         )

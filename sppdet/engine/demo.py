@@ -21,6 +21,7 @@ def run_demo(
     num_test: int = 160,
 ) -> Dict:
     """Run the whole pipeline on the generated sample set; returns a summary dict."""
+    from ..api import Detector  # upward (engine -> top): the demo is a top-level orchestrator
     from ..data.build import build_dataset
     from ..data.synthetic import generate_sample_dataset
     from ..proposals.build import get_proposals
@@ -52,7 +53,7 @@ def run_demo(
     log.info("[4/5] detect on %d test images", num_detect_images)
     test_set = build_dataset(cfg, "test")
     files = [r.file_name for r in test_set.records[:num_detect_images]]
-    run_detect(summary["checkpoint"], files, str(out / "detect"), score_thresh=0.5)
+    run_detect(Detector.from_checkpoint(summary["checkpoint"], score_thresh=0.5), files, str(out / "detect"))
     timings["detect"] = time.time() - t
 
     t = time.time()

@@ -1,22 +1,25 @@
 """Detect objects in users' image files: inputs -> proposals -> detector -> drawings + files.
 
-Used by ``tools/detect.py``. Unreadable images are reported and skipped (the caller exits
-non-zero at the end); everything written so far stays valid because each output file is
-written atomically.
+Used by ``tools/detect.py`` with a :class:`sppdet.Detector` (anything with its
+``class_names``, ``cfg``, ``proposal_method``, ``propose`` and ``batch`` will do; see
+:class:`DetectorLike`). Unreadable images are reported and skipped (the caller exits non-zero
+at the end); everything written so far stays valid because each output file is written
+atomically. Videos and cameras: :mod:`sppdet.engine.video`.
 
-Memory and I/O stay bounded for any number of images: each image's detections are appended
-to a scratch JSON-lines file (``<output>/.detections.partial.jsonl``) and nothing per image is
-kept in memory beyond the input list. ``detections.json`` (and ``detections_coco.json``,
-``comp4/``) are assembled from that file by streaming, atomically: at the end, and at most
-every :data:`REFRESH_SECONDS` while running, so a long run's results can be watched (and
-survive a crash) without the cost of rewriting the whole file after every image.
+Memory and I/O stay bounded for any number of images: each image's detections go at once to a
+:class:`~sppdet.evaluation.writer.DetectionsWriter`, whose journal
+(``<output>/.detections.partial.jsonl``) is the only per-image record; ``detections.json`` (and
+``detections_coco.json``, ``comp4/``) are assembled from it by streaming, atomically: at the end,
+and at most every :data:`REFRESH_SECONDS` while running. After a crash or ``kill -9``,
+``resume=True`` (``--resume``) skips the images already in the journal (or, after a finished run,
+in ``detections.json``), matched by file path.
 
 Output names come from the input file names (:func:`output_names`): folders, ``..`` and any
 character outside ``[A-Za-z0-9._-]`` are removed, so no output can land outside the output
 folder, and two inputs never share an output name.
 
 Under ``torchrun`` the input files are sharded over the ranks (rank ``r`` of ``w`` takes files
-``r, r + w, ...``); each rank draws its own images and keeps its own scratch file
+``r, r + w, ...``); each rank draws its own images and keeps its own journal
 (``.detections.partial.r<rank>.jsonl``), and at the end rank 0 merges them, in input order and
 streaming, into ``detections.json`` (and the other result files). ``detections.json`` is then
 written only at the end. The output folder must be visible to every rank.
@@ -24,22 +27,26 @@ written only at the end. The output folder must be visible to every rank.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import hashlib
 import heapq
-import json
 import logging
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Protocol, Sequence, Tuple
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
+from ..config import Config
 from ..errors import DataError, SppdetError
+from ..evaluation.writer import DetectionsWriter, read_journal
 from ..fileio import atomic_write, make_output_dir
+from ..proposals.io import load_proposals
+from ..visualize import draw_detections
 from . import distributed as du
 
 log = logging.getLogger("sppdet.detect")
@@ -106,305 +113,200 @@ def output_names(files: Sequence[Path]) -> List[str]:
     return names
 
 
+class DetectorLike(Protocol):
+    """What the detect loops need of a :class:`sppdet.Detector`."""
+
+    @property
+    def cfg(self) -> Config: ...
+
+    @property
+    def class_names(self) -> List[str]: ...
+
+    @property
+    def proposal_method(self) -> Optional[str]: ...
+
+    def load(self, image) -> np.ndarray: ...
+
+    def propose(self, image: np.ndarray) -> np.ndarray: ...
+
+    def batch(self, images: Sequence, proposals: Optional[Sequence] = None) -> list: ...
+
+
 @dataclass
 class DetectSummary:
+    """What a detect run did: images (or frames) processed now, skipped as already done
+    (``--resume``), failures ``(path, message)``, detections written, wall seconds."""
+
     images: int = 0
+    done_before: int = 0
     failed: List[Tuple[str, str]] = field(default_factory=list)
     detections: int = 0
     seconds: float = 0.0
 
 
 class ProposalSource:
-    """Proposals for an input image: from a file (matched by image id = file stem) or computed."""
+    """Proposals for an input image: from a file (matched by image id = file stem) or computed
+    by the detector (cached in ``cache_dir``, keyed by the pixels and the proposal settings)."""
 
     def __init__(
-        self, cfg, proposals_file: Optional[str], method: str, cache_dir: Path, allow_pickle: bool = False
+        self, detector: DetectorLike, proposals_file: Optional[str], cache_dir: Path, allow_pickle: bool = False
     ) -> None:
-        self.cfg = cfg
-        self.method = method
+        self.detector = detector
         self.cache_dir = cache_dir
         self.table = None
         if proposals_file:
-            from ..proposals.io import load_proposals
-
             self.table = load_proposals(proposals_file, dataset=None, allow_pickle=allow_pickle)
 
     def __call__(self, path: Path, name: str, image: np.ndarray) -> np.ndarray:
         if self.table is not None:
+            max_boxes = self.detector.cfg.proposals.max_per_image
             for key in (path.stem, name, path.name):
                 if key in self.table:
-                    boxes = self.table[key][0]
-                    return np.asarray(boxes, dtype=np.float32)[: self.cfg.proposals.max_per_image]
+                    return np.asarray(self.table[key][0], dtype=np.float32)[:max_boxes]
             raise DataError(f"{path}: no proposals for image id '{path.stem}' in the proposal file")
         return self._computed(image)
 
     def _computed(self, image: np.ndarray) -> np.ndarray:
-        from ..proposals.build import compute_proposals
-
-        pc = self.cfg.proposals
-        key = hashlib.sha1(
-            image.tobytes()
-            + f"{image.shape}{self.method}{pc.max_per_image}{pc.max_side}{pc.min_size}{pc.edge_model}".encode()
-        ).hexdigest()
+        pc = self.detector.cfg.proposals
+        method = self.detector.proposal_method
+        settings = f"{image.shape}{method}{pc.max_per_image}{pc.max_side}{pc.min_size}{pc.edge_model}"
+        key = hashlib.sha1(image.tobytes() + settings.encode()).hexdigest()
         cache = self.cache_dir / f"{key}.npy"
         if cache.is_file():
             try:
                 return np.load(cache, allow_pickle=False)
             except (ValueError, OSError):
                 pass  # corrupt cache entry: recompute
-        boxes, _ = compute_proposals(image, self.method, pc)
-        boxes = np.asarray(boxes, dtype=np.float32)
+        boxes = self.detector.propose(image)
         with atomic_write(cache) as f:
             np.save(f, boxes)
         return boxes
 
 
-class ResultLog:
-    """Per-image detections appended to a scratch JSON-lines file; final files streamed from it.
+def annotate(image: np.ndarray, result, class_names: Sequence[str]) -> np.ndarray:
+    """A copy of the RGB ``image`` with ``result``'s boxes (x1, y1, x2, y2 pixels) drawn."""
+    return draw_detections(image, result.boxes, result.labels.tolist(), result.scores.tolist(), class_names)
 
-    One line per image: ``{"image_id", "file_name", "width", "height", "boxes", "scores",
-    "labels"}`` with full-precision values. The writers produce the same files as
-    :func:`~sppdet.evaluation.detections.save_detections`, ``save_coco_results`` and
-    ``save_comp4`` would for the same detections, reading one line at a time.
-    """
 
-    def __init__(self, out: Path, class_names: Sequence[str], part: str = "") -> None:
-        self.path = out / f".detections.partial{part}.jsonl"
-        self.class_names = list(class_names)
-        self._file = open(self.path, "w", encoding="utf-8")  # scratch file, never an output
-
-    def add(self, image_id: str, file_name: str, width: int, height: int, dets) -> None:
-        line = json.dumps(
-            {
-                "image_id": image_id,
-                "file_name": file_name,
-                "width": int(width),
-                "height": int(height),
-                "boxes": np.asarray(dets.boxes, dtype=np.float32).reshape(-1, 4).tolist(),
-                "scores": np.asarray(dets.scores, dtype=np.float32).tolist(),
-                "labels": np.asarray(dets.labels, dtype=np.int64).tolist(),
-            }
-        )
-        try:
-            self._file.write(line + "\n")
-        except OSError as e:  # disk full...
-            raise SppdetError(f"{self.path}: cannot write ({e.strerror})") from e
-
-    def entries(self) -> Iterator[Dict]:
-        self._file.flush()
-        with open(self.path, "r", encoding="utf-8") as f:
-            for line in f:
-                yield json.loads(line)
-
-    def close(self, remove: bool = True) -> None:
-        self._file.close()
-        if remove:
-            self.path.unlink(missing_ok=True)
-
-    def _name(self, label: int) -> str:
-        return self.class_names[label - 1] if 1 <= label <= len(self.class_names) else str(label)
-
-    def write_sppdet(self, path: Path) -> None:
-        """The sppdet detections json (one image per line)."""
-        from ..evaluation.detections import BOX_CONVENTION, FORMAT_NAME, FORMAT_VERSION, _score
-
-        head = json.dumps(
-            {
-                "format": FORMAT_NAME,
-                "version": FORMAT_VERSION,
-                "box_convention": BOX_CONVENTION,
-                "classes": self.class_names,
-            }
-        )
-        with atomic_write(path, "w") as f:
-            f.write(head[:-1] + ', "images": [')
-            for k, e in enumerate(self.entries()):
-                dets = [
-                    {
-                        "class": self._name(lab),
-                        "label": int(lab),
-                        "score": _score(sc),
-                        "box": [round(float(v), 3) for v in box],
-                    }
-                    for box, sc, lab in zip(e["boxes"], e["scores"], e["labels"])
-                ]
-                entry = {
-                    "image_id": e["image_id"],
-                    "file_name": e["file_name"],
-                    "width": e["width"],
-                    "height": e["height"],
-                    "detections": dets,
-                }
-                f.write(("\n " if k == 0 else ",\n ") + json.dumps(entry))
-            f.write("\n]}\n")
-
-    def write_coco(self, path: Path) -> None:
-        """A COCO results json; image ids as :func:`~sppdet.evaluation.detections.coco_image_ids`."""
-        from ..evaluation.detections import _score
-
-        ids = [e["image_id"] for e in self.entries()]
-        numeric = bool(ids) and all(i.isdigit() for i in ids) and len({int(i) for i in ids}) == len(ids)
-        del ids
-        with atomic_write(path, "w") as f:
-            f.write("[")
-            first = True
-            for k, e in enumerate(self.entries()):
-                img = int(e["image_id"]) if numeric else k + 1
-                for box, sc, lab in zip(e["boxes"], e["scores"], e["labels"]):
-                    x1, y1, x2, y2 = (float(v) for v in box)
-                    row = {
-                        "image_id": img,
-                        "category_id": int(lab),
-                        "bbox": [round(v, 3) for v in (x1, y1, x2 - x1, y2 - y1)],
-                        "score": _score(sc),
-                    }
-                    f.write(("" if first else ", ") + json.dumps(row))
-                    first = False
-            f.write("]\n")
-
-    def write_comp4(self, folder: Path, split: str = "detect", prefix: str = "comp4") -> None:
-        """VOC comp4 files, one per class (empty ones included)."""
-        from ..evaluation.detections import _fmt
-
-        with contextlib.ExitStack() as stack:
-            files = [
-                stack.enter_context(atomic_write(folder / f"{prefix}_det_{split}_{n}.txt", "w"))
-                for n in self.class_names
-            ]
-            for e in self.entries():
-                for box, sc, lab in zip(e["boxes"], e["scores"], e["labels"]):
-                    if 1 <= lab <= len(files):
-                        x1, y1, x2, y2 = (float(v) for v in box)
-                        files[lab - 1].write(
-                            f"{e['image_id']} {sc:.7g} " + " ".join(_fmt(v) for v in (x1 + 1, y1 + 1, x2, y2)) + "\n"
-                        )
+def save_jpeg(path: Path, rgb: np.ndarray) -> None:
+    """Write an RGB image as a JPEG (quality 92), atomically."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    if not ok:
+        raise SppdetError(f"{path}: cannot encode the annotated image")
+    with atomic_write(path) as f:
+        f.write(buf.tobytes())
 
 
 def run_detect(
-    weights: str,
+    detector: DetectorLike,
     inputs: Sequence[str],
     output_dir: str,
     proposals_file: Optional[str] = None,
-    proposal_method: str = "edgeboxes",
-    score_thresh: float = 0.5,
-    device: str = "auto",
     batch: int = 1,
     allow_pickle: bool = False,
     coco_json: bool = False,
     voc_comp4: bool = False,
     draw: bool = True,
-    overrides: Sequence[str] = (),
+    resume: bool = False,
 ) -> DetectSummary:
-    """Run a checkpoint on image files; see ``tools/detect.py`` for the options."""
-    import cv2
-    from tqdm import tqdm
-
-    from ..data.image_io import read_image
-    from ..visualize import draw_detections
-    from .infer import load_predictor
-
+    """Run ``detector`` on image files (``inputs``: files, folders, globs) into ``output_dir``;
+    see ``tools/detect.py`` for the options."""
     files = expand_inputs(inputs)
     out = make_output_dir(output_dir, "--output")
-    predictor = load_predictor(weights, [f"test.score_thresh={score_thresh}", *overrides], device)
-    source = ProposalSource(predictor.cfg, proposals_file, proposal_method, out / ".proposal_cache", allow_pickle)
+    world, rank, main = du.get_world_size(), du.get_rank(), du.is_main_process()
+    if resume and world > 1:
+        raise SppdetError("--resume: not supported under torchrun; resume in a single process")
+    source = ProposalSource(detector, proposals_file, out / ".proposal_cache", allow_pickle)
     names = output_names(files)
     summary = DetectSummary()
-    world = du.get_world_size()
-    mine = list(du.shard(len(files)))  # all of them single-process
-    try:
-        log_file = ResultLog(out, predictor.class_names, f".r{du.get_rank()}" if world > 1 else "")
-    except OSError as e:
-        raise SppdetError(f"--output {out}: cannot write here ({e.strerror})") from e
-    t_start = last_refresh = time.time()
-    main = du.is_main_process()
-    bar = tqdm(total=len(mine), desc="detect", unit="img", disable=len(files) < 2 or not main, mininterval=1.0)
+    writer = DetectionsWriter(
+        out / "detections.json",
+        detector.class_names,
+        coco_path=out / "detections_coco.json" if coco_json and world == 1 else None,
+        comp4_dir=out / "comp4" if voc_comp4 and world == 1 else None,
+        refresh_seconds=REFRESH_SECONDS if world == 1 else None,
+        journal=out / f".detections.partial.r{rank}.jsonl" if world > 1 else None,
+    )
+    done = {str(Path(e.get("file_name", "")).resolve()) for e in writer.reset(resume)}
+    mine = [i for i in du.shard(len(files)) if str(files[i].resolve()) not in done]
+    summary.done_before = len(files) - len(mine) if world == 1 else 0
+    if summary.done_before:
+        log.info("resuming: %d of %d images already done", summary.done_before, len(files))
+    t_start = time.time()
+    bar = tqdm(total=len(mine), desc="detect", unit="img", disable=len(mine) < 2 or not main, mininterval=1.0)
     say = bar.write if main else (lambda msg: None)  # under torchrun rank 0 speaks for its share
+    step = max(1, batch)
     try:
-        for start in range(0, len(mine), max(1, batch)):
-            chunk = mine[start : start + max(1, batch)]
+        for start in range(0, len(mine), step):
+            chunk = mine[start : start + step]
             loaded = []
             for i in chunk:
                 t0 = time.time()
                 try:
-                    image = read_image(files[i], predictor.cfg.input.max_image_pixels)
-                    props = source(files[i], names[i], image)
-                    loaded.append((i, image, props, time.time() - t0))
+                    image = detector.load(files[i])
+                    loaded.append((i, image, source(files[i], names[i], image), time.time() - t0))
                 except SppdetError as e:
                     msg = str(e) if str(files[i]) in str(e) else f"{files[i]}: {e}"
                     summary.failed.append((str(files[i]), msg))
                     say(f"skipped {msg}")
             if loaded:
                 t0 = time.time()
-                dets = predictor.predict_batch([l[1] for l in loaded], [l[2] for l in loaded])
+                results = detector.batch([x[1] for x in loaded], [x[2] for x in loaded])
                 per_image = (time.time() - t0) / len(loaded)
-                for (i, image, props, t_prop), d in zip(loaded, dets):
+                for (i, image, props, t_prop), r in zip(loaded, results):
+                    if draw:  # before the journal line: a journalled image always has its drawing
+                        save_jpeg(out / f"{names[i]}.jpg", annotate(image, r, detector.class_names))
                     h, w = image.shape[:2]
-                    log_file.add(names[i], str(files[i]), w, h, d)
+                    writer.process(names[i], r, str(files[i]), w, h)
                     summary.images += 1
-                    summary.detections += len(d.boxes)
-                    if draw:
-                        vis = draw_detections(
-                            image, d.boxes, d.labels.tolist(), d.scores.tolist(), predictor.class_names
-                        )
-                        ok, buf = cv2.imencode(
-                            ".jpg", cv2.cvtColor(vis, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92]
-                        )
-                        with atomic_write(out / f"{names[i]}.jpg") as f:
-                            f.write(buf.tobytes())
+                    summary.detections += len(r)
                     say(
-                        f"{files[i]}: {len(d.boxes)} detections, {len(props)} proposals, "
+                        f"{files[i]}: {len(r)} detections, {len(props)} proposals, "
                         f"{t_prop + per_image:.2f} s (proposals {t_prop:.2f} s)"
                     )
-                del loaded, dets
+                del loaded, results
             bar.update(len(chunk))
-            if world == 1 and time.time() - last_refresh > REFRESH_SECONDS:
-                log_file.write_sppdet(out / "detections.json")
-                last_refresh = time.time()
         bar.close()
         summary.seconds = time.time() - t_start
         if world > 1:
-            return _merge_ranks(out, log_file, files, summary, predictor.class_names, coco_json, voc_comp4)
-        _write_results(out, log_file, coco_json, voc_comp4)
+            return _merge_ranks(out, writer, files, summary, detector.class_names, coco_json, voc_comp4)
+        writer.finish()
     finally:
-        log_file.close()
+        writer.close()
     return summary
-
-
-def _write_results(out: Path, results: "ResultLog", coco_json: bool, voc_comp4: bool) -> None:
-    results.write_sppdet(out / "detections.json")
-    if coco_json:
-        results.write_coco(out / "detections_coco.json")
-    if voc_comp4:
-        results.write_comp4(out / "comp4")
 
 
 def _merge_ranks(
     out: Path,
-    log_file: "ResultLog",
+    writer: DetectionsWriter,
     files: Sequence[Path],
     summary: DetectSummary,
     class_names: Sequence[str],
     coco_json: bool,
     voc_comp4: bool,
 ) -> DetectSummary:
-    """Under torchrun: rank 0 merges every rank's scratch file into the result files; every rank
+    """Under torchrun: rank 0 merges every rank's journal into the result files; every rank
     returns the summary of all ranks (failures in input order)."""
-    from types import SimpleNamespace
-
-    log_file._file.flush()
-    parts = du.all_gather_object((str(log_file.path), summary))  # also: every rank's file is complete
+    writer.close()
+    parts = du.all_gather_object((str(writer.journal), summary))  # also: every rank's journal is complete
     order = {str(f): i for i, f in enumerate(files)}
     if du.is_main_process():
-        merged = ResultLog(out, class_names)
+        merged = DetectionsWriter(
+            out / "detections.json",
+            class_names,
+            coco_path=out / "detections_coco.json" if coco_json else None,
+            comp4_dir=out / "comp4" if voc_comp4 else None,
+        )
+        merged.reset()
         try:
-            streams = [_read_log(Path(path)) for path, _ in parts]  # each in input order already
+            streams = [read_journal(path) for path, _ in parts]  # each in input order already
             for e in heapq.merge(*streams, key=lambda e: order[e["file_name"]]):
-                dets = SimpleNamespace(boxes=e["boxes"], scores=e["scores"], labels=e["labels"])
-                merged.add(e["image_id"], e["file_name"], e["width"], e["height"], dets)
-            _write_results(out, merged, coco_json, voc_comp4)
+                merged.add_entry(e)
+            merged.finish()
         finally:
             merged.close()
-    du.barrier()  # rank 0 has read every scratch file: each rank may now remove its own
+    du.barrier()  # rank 0 has read every journal: each rank may now remove its own
+    writer.journal.unlink(missing_ok=True)
     sums = [s for _, s in parts]
     return DetectSummary(
         images=sum(s.images for s in sums),
@@ -412,9 +314,3 @@ def _merge_ranks(
         failed=sorted((f for s in sums for f in s.failed), key=lambda f: order.get(f[0], -1)),
         seconds=max(s.seconds for s in sums),
     )
-
-
-def _read_log(path: Path) -> Iterator[Dict]:
-    with open(path, "r", encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)

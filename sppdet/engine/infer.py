@@ -8,8 +8,9 @@ when the checkpoint carries the paper recipe's models and ``train.paper.scorer``
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Dict, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union, cast
 
 import numpy as np
 import torch
@@ -17,12 +18,18 @@ import torch
 from ..config import Config
 from ..data.dataset import DetectionDataset
 from ..data.image_io import read_image
+from ..errors import ConfigError
 from ..evaluation.detections import ImageDetections
+from ..evaluation.writer import DetectionsWriter
+from ..modeling.detector import SPPDetector
 from ..modeling.postprocess import PostProcess
 from ..structures import BoxCoder, clip_boxes, hflip_boxes, valid_boxes_mask
 from . import distributed as du
 
 log = logging.getLogger("sppdet.infer")
+
+#: ``test.amp`` values and their autocast dtypes (on CUDA).
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 #: Windows scored per head call; bounds memory (2,000 x 12,800 floats = 100 MB otherwise).
 CHUNK = 512
@@ -38,11 +45,11 @@ class Predictor:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: SPPDetector,
         cfg: Config,
         class_names: Sequence[str],
         device: Union[str, torch.device] = "cpu",
-        scorer: Optional[object] = None,
+        scorer: Optional[Callable] = None,
     ) -> None:
         self.model = model
         self.cfg = cfg
@@ -53,6 +60,18 @@ class Predictor:
         self.postprocess = PostProcess(
             BoxCoder(cfg.model.box_weights), tc.score_thresh, tc.nms_thresh, tc.max_detections
         )
+        if tc.amp not in AMP_DTYPES:
+            raise ConfigError(f"test.amp: '{tc.amp}' is not one of {', '.join(AMP_DTYPES)}")
+        self.amp_dtype = AMP_DTYPES[tc.amp] if self.device.type == "cuda" else None
+        if tc.amp != "off" and self.device.type != "cuda":
+            # a checkpoint trained with test.amp on a GPU must still run on a laptop: not an error
+            log.warning("test.amp=%s applies on CUDA only; running in float32 on %s", tc.amp, self.device)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast to ``test.amp``'s dtype on CUDA; a no-op otherwise."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
 
     def predict(self, image: np.ndarray, proposals: np.ndarray) -> ImageDetections:
         return self.predict_batch([image], [proposals])[0]
@@ -61,27 +80,32 @@ class Predictor:
     def predict_batch(self, images: Sequence[np.ndarray], proposals: Sequence[np.ndarray]) -> list:
         """Detections for several images: one padded conv pass per scale for all of them."""
         self.model.eval()
-        props = []
-        for image, p in zip(images, proposals):
+        props: List[torch.Tensor] = []
+        for image, given in zip(images, proposals):
             h, w = image.shape[:2]
-            t = clip_boxes(torch.as_tensor(np.asarray(p, dtype=np.float32)).reshape(-1, 4), w, h)
+            t = clip_boxes(torch.as_tensor(np.asarray(given, dtype=np.float32)).reshape(-1, 4), w, h)
             props.append(t[valid_boxes_mask(t, 0.0)])
         views = [False, True] if self.cfg.test.flip else [False]
         scales, max_size = self.cfg.input.test_scales, self.cfg.input.max_size
         passes = []
         for flip in views:
             batch = self.model.prepare(list(images), scales, max_size, [flip] * len(images)).to(self.device)
-            passes.append((flip, batch, self.model.conv_features(batch)))
+            with self.autocast():
+                feats = self.model.conv_features(batch)
+            # SPP pooling sees float32 maps (the dtype its backends are tested with); the fc head
+            # runs under autocast again in _score
+            passes.append((flip, batch, [f.float() for f in feats] if self.amp_dtype is not None else feats))
         results = []
         for b, (image, p) in enumerate(zip(images, props)):
             if len(p) == 0:
                 results.append(ImageDetections.empty())
                 continue
             width = image.shape[1]
-            views_out = [
-                self._score(feats, batch, b, hflip_boxes(p, width) if flip else p, flip)
-                for flip, batch, feats in passes
-            ]
+            with self.autocast():  # scores and deltas come back as float32 (see _score)
+                views_out = [
+                    self._score(feats, batch, b, hflip_boxes(p, width) if flip else p, flip)
+                    for flip, batch, feats in passes
+                ]
             s = sum(v[0] for v in views_out) / len(views_out)
             d = None if views_out[0][1] is None else sum(v[1] for v in views_out) / len(views_out)
             dets = self.postprocess(s, d, p.to(self.device), image.shape[:2])
@@ -97,7 +121,8 @@ class Predictor:
     def _score(self, feats, batch, b: int, boxes: torch.Tensor, flipped: bool):
         """Class scores ``(P, K+1)`` and box deltas ``(P, 4K)`` (or None) of image ``b``'s windows,
         in chunks; deltas of a mirrored view are mirrored back (``dx -> -dx``)."""
-        scores, deltas = [], []
+        scores: List[torch.Tensor] = []
+        deltas: List[Optional[torch.Tensor]] = []
         for i in range(0, len(boxes), CHUNK):
             c = boxes[i : i + CHUNK].to(self.device)
             rois = torch.cat([c.new_full((len(c), 1), float(b)), c], 1)
@@ -109,7 +134,7 @@ class Predictor:
                 s, d = torch.softmax(out["cls_logits"], 1), out["bbox_deltas"]
             scores.append(s.float())
             deltas.append(d.float() if d is not None else None)
-        d = torch.cat(deltas) if deltas[0] is not None else None
+        d = torch.cat([x for x in deltas if x is not None]) if deltas[0] is not None else None
         if d is not None and flipped:
             d = d.clone()
             d[:, 0::4] = -d[:, 0::4]
@@ -121,7 +146,8 @@ def load_predictor(weights: str, overrides: Sequence[str] = (), device: str = "a
     from .checkpoint import load_model_from_checkpoint
 
     dev = du.resolve_device(device)
-    model, cfg, class_names, state = load_model_from_checkpoint(weights, overrides, dev)
+    module, cfg, class_names, state = load_model_from_checkpoint(weights, overrides, dev)
+    model = cast(SPPDetector, module)  # build_detector's class
     tc = cfg.test
     if tc.svd_rank_fc6 > 0 or tc.svd_rank_fc7 > 0:
         model.head.compress_svd([tc.svd_rank_fc6, tc.svd_rank_fc7])
@@ -136,9 +162,17 @@ def load_predictor(weights: str, overrides: Sequence[str] = (), device: str = "a
 
 
 def detect_dataset(
-    predictor: Predictor, dataset: DetectionDataset, proposals, progress: bool = True
+    predictor: Predictor,
+    dataset: DetectionDataset,
+    proposals,
+    progress: bool = True,
+    writer: Optional[DetectionsWriter] = None,
 ) -> Dict[str, ImageDetections]:
-    """Detections for every image of ``dataset`` (sharded over ranks, gathered on every rank)."""
+    """Detections for every image of ``dataset`` (sharded over ranks, gathered on every rank).
+
+    ``writer`` (already reset) gets every image in dataset order, as it is detected in a single
+    process, after the gather on rank 0 under torchrun; the caller finishes it.
+    """
     from tqdm import tqdm
 
     rank, world = du.get_rank(), du.get_world_size()
@@ -149,11 +183,16 @@ def detect_dataset(
         rec = dataset[i]
         image = read_image(rec.file_name, predictor.cfg.input.max_image_pixels)
         results[rec.image_id] = predictor.predict(image, proposals.boxes(rec.image_id))
+        if writer is not None and world == 1:
+            writer.process(rec.image_id, results[rec.image_id], str(rec.file_name), rec.width, rec.height)
     if world > 1:
         merged: Dict[str, ImageDetections] = {}
         for part in du.all_gather_object(results):
             merged.update(part)
         results = {rid: merged[rid] for rid in dataset.ids}
+        if writer is not None and du.is_main_process():
+            for rec in dataset.records:
+                writer.process(rec.image_id, results[rec.image_id], str(rec.file_name), rec.width, rec.height)
     return results
 
 
@@ -164,12 +203,13 @@ def run_on_dataset(
     overrides: Sequence[str] = (),
     device: str = "auto",
     output_dir: Optional[str] = None,
+    writer: Optional[DetectionsWriter] = None,
 ) -> Dict[str, ImageDetections]:
     """Load a checkpoint and detect on ``dataset`` (default: the config's test split).
 
     Proposals come from the config (``proposals.method`` / ``proposals.test_file``), computed
     and cached when needed. ``config`` (a YAML path) replaces the checkpoint's data and
-    proposal settings, e.g. to run on another dataset.
+    proposal settings, e.g. to run on another dataset. ``writer``: see :func:`detect_dataset`.
     """
     from ..config import load_config
     from ..data.build import build_dataset
@@ -184,7 +224,7 @@ def run_on_dataset(
         dataset = build_dataset(cfg, "test")
     _check_classes(dataset, predictor.class_names, weights)
     store = get_proposals(cfg, dataset, "test", output_dir or cfg.output_dir)
-    return detect_dataset(predictor, dataset, store)
+    return detect_dataset(predictor, dataset, store, writer=writer)
 
 
 def _check_classes(dataset: DetectionDataset, class_names: Sequence[str], weights: str) -> None:

@@ -54,7 +54,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -180,6 +180,55 @@ def _box(value, what: str) -> List[float]:
 # sppdet json
 
 
+def sppdet_entry(
+    image_id: str,
+    detections,
+    class_names: Sequence[str],
+    file_name: Optional[str] = None,
+    width: Optional[int] = None,
+    height: Optional[int] = None,
+    **extra,
+) -> Dict:
+    """One image's entry of the sppdet detections json (format in the module docstring).
+
+    ``detections`` has ``boxes (N, 4)`` (x1, y1, x2, y2 continuous pixels), ``scores (N,)`` and
+    ``labels (N,)`` in ``1..K``; ``file_name``, ``width`` and ``height`` are left out when None;
+    ``extra`` keys (a video frame's ``frame`` and ``time``) go before ``detections``.
+    """
+    entry: Dict = {"image_id": image_id}
+    if file_name is not None:
+        entry["file_name"] = str(file_name)
+    if width is not None and height is not None:
+        entry.update(width=int(width), height=int(height))
+    entry.update(extra)
+    boxes = np.asarray(detections.boxes, dtype=np.float32).reshape(-1, 4).tolist()
+    scores = np.asarray(detections.scores, dtype=np.float32).reshape(-1).tolist()
+    labels = np.asarray(detections.labels, dtype=np.int64).reshape(-1).tolist()
+    entry["detections"] = [
+        {"class": _class_name(label, class_names), "label": int(label), "score": _score(score), "box": _box3(box)}
+        for box, score, label in zip(boxes, scores, labels)
+    ]
+    return entry
+
+
+def _class_name(label: int, class_names: Sequence[str]) -> str:
+    return class_names[label - 1] if 1 <= label <= len(class_names) else str(label)
+
+
+def _box3(box: Sequence[float]) -> List[float]:
+    return [round(float(v), 3) for v in box]
+
+
+def sppdet_header(class_names: Sequence[str]) -> Dict:
+    """The fields of the sppdet detections json before ``images``."""
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "box_convention": BOX_CONVENTION,
+        "classes": list(class_names),
+    }
+
+
 def save_detections(detections: Detections, path: PathLike, dataset: DetectionDataset) -> None:
     """Write the sppdet detections json (format in the module docstring), atomically.
 
@@ -190,30 +239,13 @@ def save_detections(detections: Detections, path: PathLike, dataset: DetectionDa
     ids = list(dataset.ids) + [i for i in detections if i not in dataset]
     images = []
     for image_id in ids:
-        entry: Dict = {"image_id": image_id}
+        d = detections.get(image_id, ImageDetections())
         if image_id in dataset:
             rec = dataset.get(image_id)
-            entry.update(file_name=str(rec.file_name), width=int(rec.width), height=int(rec.height))
-        d = detections.get(image_id, ImageDetections())
-        dets = []
-        for box, score, label in zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist()):
-            name = names[label - 1] if 1 <= label <= len(names) else str(label)
-            dets.append(
-                {"class": name, "label": int(label), "score": _score(score), "box": [round(float(v), 3) for v in box]}
-            )
-        entry["detections"] = dets
-        images.append(entry)
-    save_json(
-        {
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
-            "box_convention": BOX_CONVENTION,
-            "classes": list(names),
-            "images": images,
-        },
-        path,
-        indent=1,
-    )
+            images.append(sppdet_entry(image_id, d, names, str(rec.file_name), rec.width, rec.height))
+        else:
+            images.append(sppdet_entry(image_id, d, names))
+    save_json({**sppdet_header(names), "images": images}, path, indent=1)
 
 
 def _parse_sppdet(data: Dict, path: Path, dataset: Optional[DetectionDataset]) -> Detections:
@@ -287,6 +319,15 @@ def _fmt(v: float) -> str:
     return f"{v:.2f}".rstrip("0").rstrip(".") if math.isfinite(v) else str(v)
 
 
+def comp4_lines(image_id: str, detections) -> Iterator[Tuple[int, str]]:
+    """``(label, line)`` of each detection: ``image_id score xmin ymin xmax ymax`` in VOC 1-based pixels."""
+    voc = xyxy_to_voc(np.asarray(detections.boxes, dtype=np.float32).reshape(-1, 4).astype(np.float64))
+    scores = np.asarray(detections.scores, dtype=np.float32).reshape(-1).tolist()
+    labels = np.asarray(detections.labels, dtype=np.int64).reshape(-1).tolist()
+    for box, score, label in zip(voc.tolist(), scores, labels):
+        yield int(label), f"{image_id} {score:.7g} " + " ".join(_fmt(v) for v in box)
+
+
 def save_comp4(
     detections: Detections, out_dir: PathLike, dataset: DetectionDataset, split: str = "test", prefix: str = "comp4"
 ) -> List[Path]:
@@ -302,10 +343,9 @@ def save_comp4(
         d = detections.get(image_id)
         if d is None or len(d) == 0:
             continue
-        voc = xyxy_to_voc(d.boxes.astype(np.float64))
-        for box, score, label in zip(voc.tolist(), d.scores.tolist(), d.labels.tolist()):
+        for label, line in comp4_lines(image_id, d):
             if 1 <= label <= len(lines):
-                lines[label - 1].append(f"{image_id} {score:.7g} " + " ".join(_fmt(v) for v in box))
+                lines[label - 1].append(line)
     paths = []
     for name, rows in zip(dataset.class_names, lines):
         p = out_dir / f"{prefix}_det_{split}_{name}.txt"
@@ -412,17 +452,24 @@ def detections_to_coco_results(detections: Detections, dataset: DetectionDataset
         d = detections.get(image_id)
         if d is None or len(d) == 0:
             continue
-        xywh = xyxy_to_xywh(d.boxes.astype(np.float64))
-        for box, score, label in zip(xywh.tolist(), d.scores.tolist(), d.labels.tolist()):
-            out.append(
-                {
-                    "image_id": img_ids[image_id],
-                    "category_id": cats[label - 1],
-                    "bbox": [round(v, 3) for v in box],
-                    "score": _score(score),
-                }
-            )
+        out.extend(coco_rows(img_ids[image_id], d, cats))
     return out
+
+
+def coco_rows(coco_image_id: int, detections, category_ids: Optional[Sequence[int]] = None) -> List[Dict]:
+    """COCO results rows (xywh boxes) of one image; ``category_ids[k-1]`` is label k (default: k)."""
+    xywh = xyxy_to_xywh(np.asarray(detections.boxes, dtype=np.float32).reshape(-1, 4).astype(np.float64))
+    scores = np.asarray(detections.scores, dtype=np.float32).reshape(-1).tolist()
+    labels = np.asarray(detections.labels, dtype=np.int64).reshape(-1).tolist()
+    return [
+        {
+            "image_id": coco_image_id,
+            "category_id": int(category_ids[label - 1] if category_ids is not None else label),
+            "bbox": [round(v, 3) for v in box],
+            "score": _score(score),
+        }
+        for box, score, label in zip(xywh.tolist(), scores, labels)
+    ]
 
 
 def save_coco_results(detections: Detections, path: PathLike, dataset: DetectionDataset) -> None:
