@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -273,8 +274,6 @@ def _from_dict(cls: Any, data: Dict[str, Any], source: str, prefix: str = "") ->
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        import difflib
-
         k = unknown[0]
         close = difflib.get_close_matches(k, names, n=1)
         hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""

@@ -12,9 +12,13 @@ import errno
 import io
 import json
 import os
+import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Union
+
+import torch
 
 from .errors import CheckpointError, SppdetError
 
@@ -107,16 +111,12 @@ def load_json(path: PathLike) -> Any:
 
 def torch_save(obj: Any, path: PathLike) -> None:
     """``torch.save`` atomically (temp file + rename)."""
-    import torch
-
     with atomic_write(path, "wb") as f:
         torch.save(obj, f)
 
 
 def torch_load(path: PathLike, map_location: Any = "cpu") -> Any:
     """``torch.load`` with ``weights_only=True``: tensors and plain containers only, never code."""
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
@@ -130,9 +130,6 @@ def torch_load(path: PathLike, map_location: Any = "cpu") -> Any:
 
 def _load_failure(path: Path, e: Exception) -> str:
     """A one-line reason why ``torch.load(weights_only=True)`` failed (torch's own text is long)."""
-    import re
-    import zipfile
-
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
     unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if unsafe:

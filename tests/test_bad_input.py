@@ -234,7 +234,7 @@ def test_train_drops_bad_boxes_with_a_warning(env, tmp_path, capsys, box, warnin
     code, _, err = run_in_process("train", ["--config", _config(env, tmp_path, voc)], capsys)
     assert_clean_success(code, err)
     if warning:
-        assert any(l.startswith("warning: ") and "000001.xml" in l and warning in l for l in err.splitlines()), err
+        assert any(ln.startswith("warning: ") and "000001.xml" in ln and warning in ln for ln in err.splitlines()), err
     else:
         assert "warning: " not in err
 
@@ -246,7 +246,7 @@ def test_train_wrong_size_warns_and_uses_the_image(env, tmp_path, capsys):
     code, _, err = run_in_process("train", ["--config", _config(env, tmp_path, voc)], capsys)
     assert_clean_success(code, err)
     assert any(
-        l.startswith("warning: ") and "<size> says 640x240 but 000001.jpg is 320x240" in l for l in err.splitlines()
+        ln.startswith("warning: ") and "<size> says 640x240 but 000001.jpg is 320x240" in ln for ln in err.splitlines()
     ), err
 
 

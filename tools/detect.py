@@ -42,8 +42,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     setup_logging(args.verbose)
 
-    from sppdet.engine import distributed as du
     from sppdet.engine.detect import run_detect
+    from sppdet.utils import comm as du
 
     du.init_distributed(args.device)
     s = run_detect(

@@ -63,8 +63,8 @@ def _copy(src: Path, dst: Path) -> None:
 
 def cmd_compute(args) -> int:
     from sppdet.config import ProposalConfig, load_config
-    from sppdet.engine import distributed as du
     from sppdet.proposals import compute_dataset_proposals, get_proposals
+    from sppdet.utils import comm as du
 
     if args.images:
         if args.config or args.overrides:
@@ -206,7 +206,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     if args.func is cmd_compute:
-        from sppdet.engine import distributed as du
+        from sppdet.utils import comm as du
 
         du.init_distributed("cpu")  # proposals run on CPU: gloo is enough, also on GPU nodes
     elif int(os.environ.get("RANK", "0") or 0) != 0:

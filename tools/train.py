@@ -26,8 +26,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from sppdet.config import load_config
-    from sppdet.engine import distributed as du
     from sppdet.engine.run import run_training
+    from sppdet.utils import comm as du
 
     cfg = load_config(args.config, args.overrides)
     du.init_distributed(cfg.device)

@@ -11,7 +11,8 @@ placed uniformly inside the image. Times (interleaved, medians over ``--repeat``
 ``ratio`` = median spp_pyramid / median roi_pool_6x6 (target <= 0.5; the median of the
 per-round ratios is given too). Forward+backward (``sum()`` of the
 output as loss) is timed as well: ``spp_pyramid`` (training runs torchvision ``roi_pool`` per level
-on the projected cells where its bins are the paper's) and ``spp_pyramid_rank_keys`` (the fallback). ``args.quick``: 200 windows on a 64-channel map (smoke run).
+on the projected cells where its bins are the paper's) and ``spp_pyramid_rank_keys`` (the fallback).
+``args.quick``: 200 windows on a 64-channel map (smoke run).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from ..modeling.sampler import sample_windows
 from ..structures import BoxCoder, hflip_boxes
 
 
-def _mix(*values: int) -> int:
+def mix_seed(*values: int) -> int:
     """Stable 63-bit mix of integers (seeds must not depend on Python's hash salt)."""
     h = 1469598103934665603
     for v in values:
@@ -49,7 +49,7 @@ class SampleStream(Sampler):
         self.world_size = world_size
 
     def _perm(self, epoch: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(_mix(self.seed, epoch))
+        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
         return torch.randperm(self.n, generator=g)
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:
@@ -59,7 +59,7 @@ class SampleStream(Sampler):
             e = pos // self.n
             if e != epoch:
                 epoch, perm = e, self._perm(e)
-            yield int(perm[pos % self.n]), _mix(self.seed, pos, 7)
+            yield int(perm[pos % self.n]), mix_seed(self.seed, pos, 7)
             pos += self.world_size
 
 

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..errors import DataError, SppdetError
 from ..fileio import atomic_write, make_output_dir
-from . import distributed as du
+from ..utils import comm as du
 
 log = logging.getLogger("sppdet.detect")
 
@@ -206,7 +206,7 @@ class ResultLog:
 
     def write_sppdet(self, path: Path) -> None:
         """The sppdet detections json (one image per line)."""
-        from ..evaluation.detections import BOX_CONVENTION, FORMAT_NAME, FORMAT_VERSION, _score
+        from ..evaluation.detections import BOX_CONVENTION, FORMAT_NAME, FORMAT_VERSION, round_score
 
         head = json.dumps(
             {
@@ -223,7 +223,7 @@ class ResultLog:
                     {
                         "class": self._name(lab),
                         "label": int(lab),
-                        "score": _score(sc),
+                        "score": round_score(sc),
                         "box": [round(float(v), 3) for v in box],
                     }
                     for box, sc, lab in zip(e["boxes"], e["scores"], e["labels"])
@@ -240,7 +240,7 @@ class ResultLog:
 
     def write_coco(self, path: Path) -> None:
         """A COCO results json; image ids as :func:`~sppdet.evaluation.detections.coco_image_ids`."""
-        from ..evaluation.detections import _score
+        from ..evaluation.detections import round_score
 
         ids = [e["image_id"] for e in self.entries()]
         numeric = bool(ids) and all(i.isdigit() for i in ids) and len({int(i) for i in ids}) == len(ids)
@@ -256,7 +256,7 @@ class ResultLog:
                         "image_id": img,
                         "category_id": int(lab),
                         "bbox": [round(v, 3) for v in (x1, y1, x2 - x1, y2 - y1)],
-                        "score": _score(sc),
+                        "score": round_score(sc),
                     }
                     f.write(("" if first else ", ") + json.dumps(row))
                     first = False
@@ -264,7 +264,7 @@ class ResultLog:
 
     def write_comp4(self, folder: Path, split: str = "detect", prefix: str = "comp4") -> None:
         """VOC comp4 files, one per class (empty ones included)."""
-        from ..evaluation.detections import _fmt
+        from ..evaluation.detections import format_number
 
         with contextlib.ExitStack() as stack:
             files = [
@@ -276,7 +276,9 @@ class ResultLog:
                     if 1 <= lab <= len(files):
                         x1, y1, x2, y2 = (float(v) for v in box)
                         files[lab - 1].write(
-                            f"{e['image_id']} {sc:.7g} " + " ".join(_fmt(v) for v in (x1 + 1, y1 + 1, x2, y2)) + "\n"
+                            f"{e['image_id']} {sc:.7g} "
+                            + " ".join(format_number(v) for v in (x1 + 1, y1 + 1, x2, y2))
+                            + "\n"
                         )
 
 
@@ -335,7 +337,7 @@ def run_detect(
                     say(f"skipped {msg}")
             if loaded:
                 t0 = time.time()
-                dets = predictor.predict_batch([l[1] for l in loaded], [l[2] for l in loaded])
+                dets = predictor.predict_batch([x[1] for x in loaded], [x[2] for x in loaded])
                 per_image = (time.time() - t0) / len(loaded)
                 for (i, image, props, t_prop), d in zip(loaded, dets):
                     h, w = image.shape[:2]

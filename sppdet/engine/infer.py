@@ -17,10 +17,9 @@ import torch
 from ..config import Config
 from ..data.dataset import DetectionDataset
 from ..data.image_io import read_image
-from ..evaluation.detections import ImageDetections
 from ..modeling.postprocess import PostProcess
-from ..structures import BoxCoder, clip_boxes, hflip_boxes, valid_boxes_mask
-from . import distributed as du
+from ..structures import BoxCoder, ImageDetections, clip_boxes, hflip_boxes, valid_boxes_mask
+from ..utils import comm as du
 
 log = logging.getLogger("sppdet.infer")
 
@@ -182,12 +181,12 @@ def run_on_dataset(
         cfg.data, cfg.proposals = user.data, user.proposals
     if dataset is None:
         dataset = build_dataset(cfg, "test")
-    _check_classes(dataset, predictor.class_names, weights)
+    check_classes(dataset, predictor.class_names, weights)
     store = get_proposals(cfg, dataset, "test", output_dir or cfg.output_dir)
     return detect_dataset(predictor, dataset, store)
 
 
-def _check_classes(dataset: DetectionDataset, class_names: Sequence[str], weights: str) -> None:
+def check_classes(dataset: DetectionDataset, class_names: Sequence[str], weights: str) -> None:
     from ..errors import CheckpointError
 
     if list(dataset.class_names) != list(class_names):

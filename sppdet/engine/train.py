@@ -39,9 +39,9 @@ from ..errors import ConfigError, SppdetError
 from ..fileio import make_output_dir, save_json
 from ..modeling.detector import build_detector
 from ..modeling.loss import FastRCNNLoss
-from . import distributed as du
+from ..utils import comm as du
 from .checkpoint import load_checkpoint, restore_model, restore_rng, save_checkpoint
-from .data import _mix, build_train_loader
+from .data import build_train_loader, mix_seed
 
 log = logging.getLogger("sppdet.train")
 
@@ -175,7 +175,7 @@ def train(cfg: Config, output_dir: Optional[str] = None, resume: bool = False) -
     if state is not None:
         restore_rng(state)
     if rank > 0:  # own dropout masks per rank (rank 0 keeps the single-process RNG stream)
-        torch.manual_seed(_mix(cfg.train.seed, rank, start))
+        torch.manual_seed(mix_seed(cfg.train.seed, rank, start))
     history = []
     summary: Dict = {"output_dir": str(out), "start_iter": start}
     t0 = time.time()

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -61,7 +60,7 @@ import numpy as np
 from ..data.dataset import DetectionDataset
 from ..errors import DataError
 from ..fileio import PathLike, atomic_write, load_json, save_json
-from ..structures import voc_to_xyxy, xywh_to_xyxy, xyxy_to_voc, xyxy_to_xywh
+from ..structures import Detections, ImageDetections, voc_to_xyxy, xywh_to_xyxy, xyxy_to_voc, xyxy_to_xywh
 
 FORMAT_NAME = "sppdet-detections"
 FORMAT_VERSION = 1
@@ -69,52 +68,11 @@ BOX_CONVENTION = "xyxy continuous pixels"
 
 _COMP_RE = re.compile(r"^(comp\d+)_det_(.+)\.txt$")
 
-
-@dataclass(eq=False)
-class ImageDetections:
-    """Detections of one image: ``boxes (N, 4) float32`` (ours), ``scores (N,)``, ``labels (N,)`` 1..K."""
-
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
-    scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
-    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
-
-    def __post_init__(self) -> None:
-        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
-        n = len(self.boxes)
-        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(n)
-        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(n)
-
-    @classmethod
-    def empty(cls) -> "ImageDetections":
-        return cls()
-
-    def __len__(self) -> int:
-        return len(self.boxes)
-
-    def select(self, keep: np.ndarray) -> "ImageDetections":
-        """The detections picked by a boolean mask or index array."""
-        return ImageDetections(self.boxes[keep], self.scores[keep], self.labels[keep])
-
-    @staticmethod
-    def concat(parts: Sequence["ImageDetections"]) -> "ImageDetections":
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return ImageDetections()
-        return ImageDetections(
-            np.concatenate([p.boxes for p in parts]),
-            np.concatenate([p.scores for p in parts]),
-            np.concatenate([p.labels for p in parts]),
-        )
-
-
-Detections = Dict[str, ImageDetections]
-
-
 # ---------------------------------------------------------------------------------------
 # Checks shared by the readers
 
 
-def _score(v: float) -> float:
+def round_score(v: float) -> float:
     """A score as stored in files: 7 significant digits (float32 precision, short json)."""
     return float(f"{float(v):.7g}")
 
@@ -199,7 +157,12 @@ def save_detections(detections: Detections, path: PathLike, dataset: DetectionDa
         for box, score, label in zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist()):
             name = names[label - 1] if 1 <= label <= len(names) else str(label)
             dets.append(
-                {"class": name, "label": int(label), "score": _score(score), "box": [round(float(v), 3) for v in box]}
+                {
+                    "class": name,
+                    "label": int(label),
+                    "score": round_score(score),
+                    "box": [round(float(v), 3) for v in box],
+                }
             )
         entry["detections"] = dets
         images.append(entry)
@@ -283,7 +246,7 @@ def load_sppdet_detections(path: PathLike, dataset: Optional[DetectionDataset] =
 # VOC comp4
 
 
-def _fmt(v: float) -> str:
+def format_number(v: float) -> str:
     return f"{v:.2f}".rstrip("0").rstrip(".") if math.isfinite(v) else str(v)
 
 
@@ -305,7 +268,7 @@ def save_comp4(
         voc = xyxy_to_voc(d.boxes.astype(np.float64))
         for box, score, label in zip(voc.tolist(), d.scores.tolist(), d.labels.tolist()):
             if 1 <= label <= len(lines):
-                lines[label - 1].append(f"{image_id} {score:.7g} " + " ".join(_fmt(v) for v in box))
+                lines[label - 1].append(f"{image_id} {score:.7g} " + " ".join(format_number(v) for v in box))
     paths = []
     for name, rows in zip(dataset.class_names, lines):
         p = out_dir / f"{prefix}_det_{split}_{name}.txt"
@@ -419,7 +382,7 @@ def detections_to_coco_results(detections: Detections, dataset: DetectionDataset
                     "image_id": img_ids[image_id],
                     "category_id": cats[label - 1],
                     "bbox": [round(v, 3) for v in box],
-                    "score": _score(score),
+                    "score": round_score(score),
                 }
             )
     return out

@@ -146,6 +146,7 @@ def inference_backbone(backbone: nn.Module) -> nn.Module:
     with torch.inference_mode(False), torch.no_grad():
         fast = None
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules()):
+            # torch.fx is only needed (and only imported) when there is a batch-norm to fold
             from torch.fx.experimental.optimization import fuse
 
             try:

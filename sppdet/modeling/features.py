@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..data.transforms import normalize_image
 from ..structures import box_area
 
 
@@ -109,8 +110,6 @@ def prepare_image(
 
     Returns one ``(3, H_s, W_s)`` float tensor per scale and the resize factors.
     """
-    from .backbone import normalize_image
-
     h, w = image.shape[:2]
     factors = scale_factors(h, w, scales, max_size)
     out = []

@@ -37,11 +37,13 @@ from __future__ import annotations
 
 from typing import Dict, Iterator
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
 from torchvision.ops import roi_align
 
+from ..data.transforms import normalize_image
 from .features import ImageBatch
 
 #: R-CNN's warped input size and context padding (pixels of the warped frame, per side).
@@ -88,7 +90,6 @@ def warp_windows(
             sampling_ratio=1,
             aligned=True,
         )
-    import cv2
 
     # one replicated pixel around the image, as roi_align clamps samples less than 1 px outside
     src = cv2.copyMakeBorder(image.permute(1, 2, 0).contiguous().numpy(), 1, 1, 1, 1, cv2.BORDER_REPLICATE)
@@ -128,8 +129,6 @@ class RCNNBaseline(nn.Module):
 
     def prepare(self, image_rgb: np.ndarray) -> torch.Tensor:
         """Normalise an RGB uint8 ``HxWx3`` image at its own resolution: ``(3, H, W)``."""
-        from .backbone import normalize_image
-
         return normalize_image(np.ascontiguousarray(image_rgb), self.detector.normalization)
 
     def warp(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

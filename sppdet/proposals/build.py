@@ -37,13 +37,15 @@ from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from ..config import Config, ProposalConfig
-from ..engine import distributed as du
+from ..data.image_io import read_image
 from ..errors import ConfigError, DataError
 from ..structures import clip_boxes
+from ..utils import comm as du
 from .edge_boxes import edge_boxes
-from .io import RawProposals, load_proposals, sanitize_proposals, write_store
+from .io import RawProposals, load_proposals, log_report, sanitize_proposals, write_store
 from .selective_search import selective_search
 from .store import ProposalStore, save_proposals
 
@@ -151,7 +153,6 @@ def _worker_init() -> None:
 
 def _compute_one(task: Tuple[str, str, int, int, str, ProposalConfig]):
     image_id, file_name, width, height, method, pcfg = task
-    from ..data.image_io import read_image
 
     image = read_image(file_name)
     boxes, scores = compute_proposals(image, method, pcfg)
@@ -255,8 +256,6 @@ def compute_dataset_proposals(
 def _run_tasks(
     todo, workers: int, partial: Path, key: str, done: RawProposals, chunk_size: int, progress: bool, method: str
 ) -> None:
-    from tqdm import tqdm
-
     buffer: List = []
     bar = tqdm(
         total=len(todo), desc=f"proposals ({method})", unit="img", disable=not progress or None, dynamic_ncols=True
@@ -346,9 +345,7 @@ def _file_store(path: Path, key: str, dataset, source: str, pcfg: ProposalConfig
     if cached is not None:
         logger.info("using proposals from %s (cleaned copy: %s)", source, path)
         if isinstance(cached.meta.get("report"), dict):
-            from .io import _log_report
-
-            _log_report(f"{source}: ", cached.meta["report"])  # repeat what the clean-up dropped
+            log_report(f"{source}: ", cached.meta["report"])  # repeat what the clean-up dropped
         return cached
     logger.info("reading proposals from %s", source)
     raw = load_proposals(source, dataset=dataset, allow_pickle=pcfg.allow_pickle)

@@ -152,9 +152,9 @@ def devkit_ap(raw, det_lines, classname, ovthresh, use_07_metric):
             "det": [False] * len(mine),
         }
         npos += sum(1 for o in mine if not o[2])
-    ids = [l[0] for l in det_lines]
-    conf = [l[1] for l in det_lines]
-    bbs = [l[2] for l in det_lines]
+    ids = [d[0] for d in det_lines]
+    conf = [d[1] for d in det_lines]
+    bbs = [d[2] for d in det_lines]
     order = sorted(range(len(ids)), key=lambda i: -conf[i])  # stable, like a stable argsort
     tp, fp = [], []
     for d in order:

@@ -19,6 +19,8 @@ from typing import Any, List
 import torch
 import torch.distributed as dist
 
+from ..errors import ConfigError
+
 
 def is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -58,8 +60,6 @@ def dist_timeout_s() -> float:
     except ValueError:
         value = -1.0
     if value <= 0:
-        from ..errors import ConfigError
-
         raise ConfigError(f"SPPDET_DIST_TIMEOUT_S={raw!r}: expected a positive number of seconds")
     return value
 
@@ -118,7 +118,5 @@ def resolve_device(name: str) -> torch.device:
             )
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        from ..errors import ConfigError
-
         raise ConfigError(f"device '{name}' requested but CUDA is not available (use device=cpu or auto)")
     return torch.device(name)
