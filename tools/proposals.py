@@ -71,16 +71,8 @@ def cmd_compute(args) -> int:
             raise SppdetError("compute --images takes --method/--max-per-image/... flags, not a config")
         if not args.out:
             raise SppdetError("compute --images needs --out FILE")
-        pcfg = ProposalConfig(method=args.method or "edgeboxes")
-        for flag, field in (
-            ("max_per_image", "max_per_image"),
-            ("max_side", "max_side"),
-            ("workers", "workers"),
-            ("edge_model", "edge_model"),
-            ("min_size", "min_size"),
-        ):
-            if getattr(args, flag) is not None:
-                setattr(pcfg, field, getattr(args, flag))
+        given = {k: getattr(args, k) for k in ("max_per_image", "max_side", "workers", "edge_model", "min_size")}
+        pcfg = ProposalConfig(method=args.method or "edgeboxes", **{k: v for k, v in given.items() if v is not None})
         dataset = _images_dataset(args.images)
         store = compute_dataset_proposals(dataset, pcfg.method, pcfg, args.out, meta={"images": args.images})
     else:

@@ -19,7 +19,6 @@ from ..config import Config
 from ..data.augment import rotate_hue
 from ..data.dataset import DetectionDataset
 from ..data.image_io import read_image
-from ..errors import ConfigError
 from ..modeling.features import collate_images, prepare_image
 from ..modeling.sampler import sample_windows
 from ..structures import BoxCoder, hflip_boxes
@@ -72,11 +71,6 @@ class WindowDataset(Dataset):
         self.cfg = cfg
         self.normalization = normalization
         self.box_coder = BoxCoder(cfg.model.box_weights)
-        tc = cfg.train
-        if not 0.0 <= tc.hue_jitter <= 180.0:
-            raise ConfigError(f"train.hue_jitter: must be in [0, 180] degrees, got {tc.hue_jitter}")
-        if not 0.0 <= tc.hue_jitter_prob <= 1.0:
-            raise ConfigError(f"train.hue_jitter_prob: must be in [0, 1], got {tc.hue_jitter_prob}")
 
     def __len__(self) -> int:
         return len(self.dataset)

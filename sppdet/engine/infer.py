@@ -8,6 +8,7 @@ when the checkpoint carries the paper recipe's models and ``train.paper.scorer``
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Dict, Optional, Sequence, Union
 
@@ -178,7 +179,7 @@ def run_on_dataset(
     cfg = predictor.cfg
     if config:
         user = load_config(config, overrides)
-        cfg.data, cfg.proposals = user.data, user.proposals
+        cfg = dataclasses.replace(cfg, data=user.data, proposals=user.proposals)
     if dataset is None:
         dataset = build_dataset(cfg, "test")
     check_classes(dataset, predictor.class_names, weights)

@@ -36,6 +36,7 @@ rank 0 writes outputs other than cache shards.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -47,7 +48,7 @@ import numpy as np
 import torch
 
 from ..config import Config, config_to_dict, save_config
-from ..errors import ConfigError, SppdetError
+from ..errors import SppdetError
 from ..fileio import make_output_dir, save_json, torch_load, torch_save
 from ..structures import BoxCoder, box_iou
 from ..utils import comm as du
@@ -88,11 +89,9 @@ def train_paper(cfg: Config, output_dir: Optional[str] = None, resume: bool = Fa
 
     if stage != "all" and stage not in STAGES:
         raise SppdetError(f"--stage: unknown stage '{stage}' (use all, {', '.join(STAGES)})")
-    if cfg.train.paper.scorer not in ("svm", "softmax"):
-        raise ConfigError(f"train.paper.scorer: unknown scorer '{cfg.train.paper.scorer}' (use svm or softmax)")
     du.init_distributed(cfg.device)
     out = Path(output_dir or cfg.output_dir)
-    cfg.output_dir = str(out)
+    cfg = dataclasses.replace(cfg, output_dir=str(out))
     make_output_dir(out)
     if du.is_main_process():
         save_config(cfg, out / "config.yaml")

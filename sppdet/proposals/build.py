@@ -323,10 +323,6 @@ def get_proposals(
         store = _file_store(path, key, dataset, source, pcfg) if du.is_main_process() else None
         du.barrier()
         return store if store is not None else ProposalStore(path)
-    if pcfg.method not in METHODS:
-        raise ConfigError(
-            f"proposals.method: unknown method '{pcfg.method}' (use 'file' or one of {', '.join(METHODS)})"
-        )
     key = _key({"params": _method_params(pcfg.method, pcfg), "ids": ids_hash(ids)})
     path = folder / f"{dname}-{split}-{pcfg.method}-{key}.npz"
     cached = _open_cached(path, key, ids) if du.is_main_process() else None

@@ -9,8 +9,6 @@ from typing import Callable, Dict
 from torch import nn
 
 from ...config import ModelConfig
-from ...data.transforms import check_normalization
-from ...errors import ConfigError
 from .base import Backbone
 from .mobilenet import build_mobilenet_v2
 from .resnet import resnet_builder
@@ -32,14 +30,8 @@ BACKBONES: Dict[str, Callable[[ModelConfig], Backbone]] = {
 
 
 def build_backbone(cfg: ModelConfig) -> Backbone:
-    """Build, load weights into and freeze the backbone described by ``cfg`` (a ModelConfig)."""
-    if cfg.backbone not in BACKBONES:
-        raise ConfigError(f"model.backbone: unknown backbone '{cfg.backbone}' (choose from {', '.join(BACKBONES)})")
-    check_normalization(cfg.normalization)
-    if cfg.reduce_channels < 0:
-        raise ConfigError(f"model.reduce_channels: must be >= 0, got {cfg.reduce_channels}")
-    if cfg.backbone != "mobilenet_v2" and cfg.feature_stride != 16:
-        raise ConfigError(f"model.feature_stride: only mobilenet_v2 has a stride-32 tap; {cfg.backbone} has stride 16")
+    """Build, load weights into and freeze the backbone described by ``cfg`` (a ModelConfig; its
+    values were checked when it was made, see :mod:`sppdet.config`)."""
     backbone = BACKBONES[cfg.backbone](cfg)
     backbone.normalization = cfg.normalization
     if cfg.weights:

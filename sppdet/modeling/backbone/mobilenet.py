@@ -7,7 +7,6 @@ from collections import OrderedDict
 import torchvision
 
 from ...config import ModelConfig
-from ...errors import ConfigError
 from .base import Backbone
 
 
@@ -16,8 +15,6 @@ def build_mobilenet_v2(cfg: ModelConfig) -> Backbone:
     stride-16 stage, 96 ch, linear bottleneck output); stride 32 = all of ``features`` (up to
     the 1x1 conv to 1280 ch + ReLU6, as torchvision's detection examples use; consider
     ``reduce_channels``). One freeze stage per ``features`` block (stem conv = stage 1)."""
-    if cfg.feature_stride not in (16, 32):
-        raise ConfigError(f"model.feature_stride: mobilenet_v2 supports 16 or 32, got {cfg.feature_stride}")
     net = torchvision.models.mobilenet_v2(weights=None)
     n = 14 if cfg.feature_stride == 16 else len(net.features)
     features = net.features[:n]

@@ -7,7 +7,6 @@ from collections import OrderedDict
 from torch import nn
 
 from ...config import ModelConfig
-from ...errors import ConfigError
 from .base import Backbone, init_convs
 
 
@@ -18,12 +17,6 @@ def build_tiny(cfg: ModelConfig) -> Backbone:
     objects only a few cells wide at stride 16, where SPP's bins cannot tell a tight window
     from a shifted one (receptive field 127 px)."""
     w = cfg.tiny_width
-    if w < 1:
-        raise ConfigError(f"model.tiny_width: must be >= 1, got {w}")
-    if cfg.tiny_stride not in (8, 16):
-        raise ConfigError(f"model.tiny_stride: must be 8 or 16, got {cfg.tiny_stride}")
-    if cfg.tiny_stem_convs < 0:
-        raise ConfigError(f"model.tiny_stem_convs: must be >= 0, got {cfg.tiny_stem_convs}")
     s4 = 2 if cfg.tiny_stride == 16 else 1
 
     def block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
