@@ -56,7 +56,8 @@ def _f(
     """A field with a value range (``[lo, hi]``, ends open where asked; for a list, every item)."""
     meta = {"range": (lo, hi, lo_open, hi_open), "nonempty": nonempty}
     if isinstance(default, list):
-        return field(default_factory=lambda d=default: list(d), metadata=meta)
+        items: List[Any] = list(default)
+        return field(default_factory=lambda: list(items), metadata=meta)
     return field(default=default, metadata=meta)
 
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import os
 import re
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import IO, Any, Iterator, Optional, Union
 
 import torch
 
@@ -51,7 +50,7 @@ def make_output_dir(path: PathLike, what: str = "output folder") -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
+def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temp file next to ``path``; on success fsync and rename it to ``path``."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
@@ -84,7 +83,7 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG}
 
 
-def save_json(obj: Any, path: PathLike, indent: int = 2) -> None:
+def save_json(obj: Any, path: PathLike, indent: Optional[int] = 2) -> None:
     """Write ``obj`` as JSON atomically."""
     with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=indent)

@@ -19,6 +19,7 @@ from ..config import Config
 from ..data.dataset import DetectionDataset
 from ..data.image_io import read_image
 from ..modeling.postprocess import PostProcess
+from ..modeling.scorer import WindowScorer
 from ..structures import BoxCoder, ImageDetections, clip_boxes, hflip_boxes, valid_boxes_mask
 from ..utils import comm as du
 
@@ -42,7 +43,7 @@ class Predictor:
         cfg: Config,
         class_names: Sequence[str],
         device: Union[str, torch.device] = "cpu",
-        scorer: Optional[object] = None,
+        scorer: Optional[WindowScorer] = None,
     ) -> None:
         self.model = model
         self.cfg = cfg

@@ -48,7 +48,8 @@ def dataset_to_coco_dict(dataset: DetectionDataset) -> Dict:
     """A COCO instances dict (images, annotations, categories) built from the records."""
     img_ids = coco_image_ids(dataset)
     cats = category_ids(dataset)
-    images, anns = [], []
+    images: List[Dict] = []
+    anns: List[Dict] = []
     for rec in dataset:
         iid = img_ids[rec.image_id]
         images.append(

@@ -352,7 +352,7 @@ def coco_image_ids(dataset: DetectionDataset) -> Dict[str, int]:
     """
     recs = dataset.records
     if recs and all(r.coco_id is not None for r in recs):
-        return {r.image_id: int(r.coco_id) for r in recs}
+        return {r.image_id: int(r.coco_id or 0) for r in recs}  # all set (checked above)
     if recs and all(r.image_id.isdigit() for r in recs) and len({int(r.image_id) for r in recs}) == len(recs):
         return {r.image_id: int(r.image_id) for r in recs}
     return {r.image_id: i + 1 for i, r in enumerate(recs)}

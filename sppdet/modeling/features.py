@@ -128,4 +128,4 @@ def collate_images(
     num_scales = len(prepared[0][0])
     images = [pad_batch([p[0][s] for p in prepared], size_divisible) for s in range(num_scales)]
     factors = torch.tensor([p[1] for p in prepared], dtype=torch.float64)
-    return ImageBatch(images, factors, [tuple(int(v) for v in s) for s in sizes])
+    return ImageBatch(images, factors, [(int(s[0]), int(s[1])) for s in sizes])

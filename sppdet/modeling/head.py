@@ -69,6 +69,7 @@ class SPPHead(nn.Module):
         idx = [i for i, m in enumerate(self.fc) if isinstance(m, nn.Linear)]
         for layer_no, (i, rank) in enumerate(zip(idx, ranks)):
             lin = self.fc[i]
+            assert isinstance(lin, nn.Linear)  # idx holds the Linear layers only
             if rank <= 0 or rank >= min(lin.in_features, lin.out_features):
                 continue
             u, s, vh = torch.linalg.svd(lin.weight.double(), full_matrices=False)

@@ -44,6 +44,7 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from ..data.transforms import normalize_image
+from .detector import SPPDetector
 from .features import ImageBatch
 
 #: R-CNN's warped input size and context padding (pixels of the warped frame, per side).
@@ -119,7 +120,7 @@ class RCNNBaseline(nn.Module):
     """
 
     def __init__(
-        self, detector: nn.Module, crop_size: int = CROP_SIZE, context: int = CONTEXT, batch_size: int = 32
+        self, detector: SPPDetector, crop_size: int = CROP_SIZE, context: int = CONTEXT, batch_size: int = 32
     ) -> None:
         super().__init__()
         self.detector = detector

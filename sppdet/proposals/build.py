@@ -33,7 +33,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -268,7 +268,7 @@ def _run_tasks(
             # can deadlock the children (seen with cv2 after image generation in the same process)
             ctx = multiprocessing.get_context("spawn")
             pool = ctx.Pool(min(workers, len(todo)), initializer=_worker_init)
-            results = pool.imap(_compute_one, todo, chunksize=max(1, min(4, len(todo) // (workers * 8) or 1)))
+            results: Iterator = pool.imap(_compute_one, todo, chunksize=max(1, min(4, len(todo) // (workers * 8) or 1)))
         else:
             cv2.setNumThreads(1)
             results = map(_compute_one, todo)

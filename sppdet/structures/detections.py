@@ -9,28 +9,32 @@ The file formats live in :mod:`sppdet.evaluation.detections`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, init=False)
 class ImageDetections:
     """Detections of one image: ``boxes (N, 4) float32`` (ours), ``scores (N,)``, ``labels (N,)`` 1..K."""
 
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
-    scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
-    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
 
-    def __post_init__(self) -> None:
-        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+    def __init__(self, boxes: ArrayLike = (), scores: ArrayLike = (), labels: ArrayLike = ()) -> None:
+        """Any array-likes (lists too), converted to float32 boxes ``(N, 4)`` (float ``x1, y1, x2, y2``
+        in image pixels), float32 scores ``(N,)`` and int64 labels ``(N,)``."""
+        self.boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         n = len(self.boxes)
-        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(n)
-        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(n)
+        self.scores = np.asarray(scores, dtype=np.float32).reshape(n)
+        self.labels = np.asarray(labels, dtype=np.int64).reshape(n)
 
     @classmethod
     def empty(cls) -> "ImageDetections":
+        """No detections."""
         return cls()
 
     def __len__(self) -> int:
@@ -42,6 +46,7 @@ class ImageDetections:
 
     @staticmethod
     def concat(parts: Sequence["ImageDetections"]) -> "ImageDetections":
+        """All detections of ``parts``, in order."""
         parts = [p for p in parts if len(p)]
         if not parts:
             return ImageDetections()

@@ -33,9 +33,9 @@ def _pool_axis(x: Tensor, n: int, dim: int, mode: str, binning: str) -> Tensor:
     """Pool ``x (N, C, H, W)`` to ``n`` bins along ``dim`` (2 = H, 3 = W), other axis kept."""
     params = paper_pool_params(x.shape[dim], n) if binning == "paper" else None
     if params is None:
-        size = (n, None) if dim == 2 else (None, n)
+        size = (n, None) if dim == 2 else (None, n)  # None keeps that axis
         pool = F.adaptive_max_pool2d if mode == "max" else F.adaptive_avg_pool2d
-        return pool(x, size)
+        return pool(x, size)  # type: ignore[arg-type]  # torch's stub omits None
     windows = x.unfold(dim, *params)  # (..., n, ..., win): a view
     return windows.amax(-1) if mode == "max" else windows.mean(-1)
 

@@ -30,6 +30,12 @@ class Backbone(nn.Module):
         feats = bb(torch.zeros(1, 3, 240, 320))   # (1, 128, 15, 20)
     """
 
+    name: str
+    normalization: str
+    out_channels: int
+    stride: int
+    offset: float
+    reduce: Optional[nn.Module]
     #: Key prefixes of the full source model that this truncation drops (ignored on load).
     truncated_prefixes: Tuple[str, ...] = ()
     #: Key prefixes of layers that no pretrained file has (randomly initialised).
@@ -54,11 +60,13 @@ class Backbone(nn.Module):
         self._order = list(layers)
         for key, layer in layers.items():
             self.add_module(key, layer)
-        self.reduce: Optional[nn.Module] = None
+        self.reduce = None
         if reduce_channels > 0:
-            self.reduce = nn.Sequential(nn.Conv2d(out_channels, reduce_channels, 1), nn.ReLU(inplace=True))
-            nn.init.kaiming_normal_(self.reduce[0].weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(self.reduce[0].bias)
+            conv = nn.Conv2d(out_channels, reduce_channels, 1)
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+            self.reduce = nn.Sequential(conv, nn.ReLU(inplace=True))
             out_channels = reduce_channels
         self.out_channels = out_channels
         self.stride, self.offset = feature_geometry(self)

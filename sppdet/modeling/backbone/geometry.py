@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Tuple
+from typing import Any, Iterator, Tuple
 
 from torch import nn
 
@@ -40,6 +40,7 @@ def feature_geometry(module: nn.Module) -> Tuple[int, float]:
     axes = []
     for axis in (0, 1):
         stride, centre = 1, 0.0
+        layer: Any  # Conv2d / MaxPool2d / AvgPool2d: int-or-pair attributes
         for layer in spatial_layers(module):
             k = _pair(layer.kernel_size)[axis]
             s = _pair(layer.stride)[axis]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import List
+from typing import List, Union
 
 from torch import nn
 
@@ -17,9 +17,11 @@ def build_vgg16(cfg: ModelConfig) -> Backbone:
     Built directly (same indices as torchvision) to skip allocating the 120M-parameter
     classifier. Stages: conv1_x (features.0-4), conv2_x (5-9), conv3_x (10-16), conv4_x
     (17-23), conv5_x (24-29)."""
-    plan = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+    plan: List[Union[int, str]] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
     seq: List[nn.Module] = []
-    cin, stages, block = 3, [], []
+    stages: List[List[str]] = []
+    block: List[str] = []
+    cin = 3
     for v in plan:
         if v == "M":
             seq.append(nn.MaxPool2d(2, 2))

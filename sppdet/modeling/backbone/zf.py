@@ -53,16 +53,15 @@ def build_zf5(cfg: ModelConfig) -> Backbone:
     Stage k (``freeze_at``) = conv k with its LRN/pool. Converted Caffe weights use
     ``normalization: caffe`` and keys ``conv{k}.weight`` / ``conv{k}.bias``.
     """
-    pool = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)
     layers = OrderedDict(
         conv1=nn.Conv2d(3, 96, 7, 2, 3),
         relu1=nn.ReLU(inplace=True),
         norm1=WithinChannelLRN(),
-        pool1=nn.MaxPool2d(**pool),
+        pool1=nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=True),
         conv2=nn.Conv2d(96, 256, 5, 2, 2),
         relu2=nn.ReLU(inplace=True),
         norm2=WithinChannelLRN(),
-        pool2=nn.MaxPool2d(**pool),
+        pool2=nn.MaxPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=True),
         conv3=nn.Conv2d(256, 384, 3, 1, 1),
         relu3=nn.ReLU(inplace=True),
         conv4=nn.Conv2d(384, 384, 3, 1, 1),
