@@ -27,7 +27,11 @@ def test_spp_benchmark_tool_quick(tmp_path):
     assert r["setup"]["quick"] and r["setup"]["num_rois"] == 200
     for name in ("spp_pyramid", "roi_pool_6x6", "roi_pool_pyramid"):
         assert r["forward_ms"][name]["median_ms"] > 0
-    assert r["ratio_spp_pyramid_vs_roi_pool_6x6"] > 0 and isinstance(r["meets_target"], bool)
+    fwd = r["forward_ms"]  # the reported medians are the ones the ratio is made of
+    assert r["ratio_spp_pyramid_vs_roi_pool_6x6"] == round(
+        fwd["spp_pyramid"]["median_ms"] / fwd["roi_pool_6x6"]["median_ms"], 3
+    )
+    assert "meets_target" not in r and "target_ratio" not in r  # goals live in docs/benchmarks.md
     assert r["environment"]["omp_wait_policy"]
 
 
