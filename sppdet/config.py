@@ -102,6 +102,8 @@ def _check_section(obj: Any, section: str) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
+    """``data:``: which dataset, where, which splits and classes."""
+
     #: "voc" (VOCdevkit layout), "coco" (instances json + image folder).
     format: DataFormat = "voc"
     #: VOC: dataset root holding Annotations/, JPEGImages/, ImageSets/Main/.
@@ -127,6 +129,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ProposalConfig:
+    """``proposals:``: read from files or computed (and cached) per image."""
+
     #: "file" (read `train_file`/`test_file`), "ss-fast", "ss-quality", "edgeboxes".
     method: ProposalMethod = "edgeboxes"
     #: Proposal stores (native .npz or any supported foreign format) for train / test images.
@@ -153,6 +157,8 @@ class ProposalConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """``model:``: backbone, its weights and freezing, SPP pyramid, fc head, box coder."""
+
     #: "tiny", "zf5", "vgg16", "resnet18", "resnet50", "mobilenet_v2".
     backbone: BackboneName = "tiny"
     #: Width multiplier of the "tiny" backbone's channels.
@@ -198,6 +204,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class InputConfig:
+    """``input:``: image scales for training and testing."""
+
     #: Scales = shorter image side in pixels. Paper: [688] (1-scale) or [480,576,688,864,1200].
     train_scales: List[int] = _f([688], 1, nonempty=True)
     test_scales: List[int] = _f([688], 1, nonempty=True)
@@ -255,6 +263,8 @@ class PaperConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """``train:``: recipe, schedule, window sampling, augmentation; ``paper`` for that recipe."""
+
     #: "end2end" (Fast R-CNN style) or "paper" (SPP-net multi-stage on cached features).
     recipe: Recipe = "end2end"
     max_iter: int = _f(1000, 0)
@@ -298,6 +308,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TestConfig:
+    """``test:``: detection thresholds, test-time flip, SVD compression, the metric."""
+
     score_thresh: float = _f(0.05, 0.0, 1.0)
     nms_thresh: float = _f(0.3, 0.0, 1.0)
     max_detections: int = _f(100, 1)
@@ -316,6 +328,8 @@ class TestConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """The whole config: one section per stage (see the module docstring)."""
+
     #: A name for logs and outputs.
     name: str = "sppdet"
     #: "auto" (cuda when available), "cpu", "cuda", "cuda:N".

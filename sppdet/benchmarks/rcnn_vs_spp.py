@@ -118,6 +118,7 @@ def count_flops(fn) -> int:
 
 
 def run_rcnn_vs_spp(args: Any) -> Dict[str, Any]:
+    """R-CNN (per-window conv) vs SPP-net (conv once) on one image: timings, speedups, FLOPs."""
     import torch
 
     from ..utils.comm import resolve_device

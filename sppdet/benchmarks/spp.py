@@ -36,6 +36,7 @@ def make_rois(num: int, img_w: int = 917, img_h: int = 688, min_side: float = 16
 
 
 def run_spp_benchmark(args: Any) -> Dict[str, Any]:
+    """Region SPP pyramid vs torchvision ``roi_pool`` (module docstring); a JSON-able dict."""
     import torch
     import torchvision
     from torchvision.ops import roi_pool

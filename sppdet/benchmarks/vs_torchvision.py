@@ -84,6 +84,7 @@ def top_up(boxes: np.ndarray, num: int, width: int, height: int, seed: int = 0) 
 
 
 def run_vs_torchvision(args: Any) -> Dict[str, Any]:
+    """Our detector (with and without SVD fc) vs torchvision Faster R-CNN on one image."""
     import torch
     import torchvision
 

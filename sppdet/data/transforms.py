@@ -20,6 +20,7 @@ NORMALIZATIONS = tuple(NORM_PARAMS)
 
 
 def check_normalization(mode: str) -> None:
+    """Raise :class:`ConfigError` unless ``mode`` is one of :data:`NORMALIZATIONS`."""
     if mode not in NORM_PARAMS:
         raise ConfigError(f"model.normalization: unknown mode {mode!r} (choose from {', '.join(NORMALIZATIONS)})")
 

@@ -189,6 +189,7 @@ def run_on_dataset(
 
 
 def check_classes(dataset: DetectionDataset, class_names: Sequence[str], weights: str) -> None:
+    """A one-line :class:`CheckpointError` unless the checkpoint ``weights`` has the dataset's classes."""
     from ..errors import CheckpointError
 
     if list(dataset.class_names) != list(class_names):

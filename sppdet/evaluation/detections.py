@@ -247,6 +247,7 @@ def load_sppdet_detections(path: PathLike, dataset: Optional[DetectionDataset] =
 
 
 def format_number(v: float) -> str:
+    """A coordinate as written to comp4 files: at most 2 decimals, no trailing zeros."""
     return f"{v:.2f}".rstrip("0").rstrip(".") if math.isfinite(v) else str(v)
 
 
@@ -464,4 +465,5 @@ def load_detections(path: PathLike, dataset: DetectionDataset, split: Optional[s
 
 
 def num_detections(detections: Detections) -> int:
+    """Number of detections over all images."""
     return sum(len(d) for d in detections.values())

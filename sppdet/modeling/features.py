@@ -97,9 +97,11 @@ class ImageBatch:
     sizes: List[Tuple[int, int]]
 
     def to(self, device) -> "ImageBatch":
+        """The batch with its image tensors on ``device``."""
         return ImageBatch([im.to(device, non_blocking=True) for im in self.images], self.factors, self.sizes)
 
     def pin_memory(self) -> "ImageBatch":
+        """The batch with its image tensors in pinned memory (DataLoader ``pin_memory``)."""
         return ImageBatch([im.pin_memory() for im in self.images], self.factors, self.sizes)
 
 

@@ -163,6 +163,7 @@ class RCNNBaseline(nn.Module):
         return torch.cat(list(self.batches(image, boxes)))
 
     def forward(self, image: torch.Tensor, boxes: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Head outputs for every window of ``boxes`` on ``image``, R-CNN style (warped crops)."""
         outs = [self.detector.head(pooled) for pooled in self.batches(image, boxes)]
         if not outs:
             return self.detector.head(image.new_zeros((0, self.detector.spp_dim)))

@@ -553,6 +553,7 @@ def sanitize_proposals(
 
 
 def log_report(where: str, r: Dict[str, int]) -> None:
+    """Log, as warnings, what :func:`sanitize_proposals` dropped (``where`` prefixes each line)."""
     if r["empty_images"]:
         logger.warning("%s%d of %d images have no proposals", where, r["empty_images"], r["images"])
     if r["dropped_invalid"]:

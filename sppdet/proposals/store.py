@@ -213,14 +213,17 @@ class ProposalStore:
     # -- access --------------------------------------------------------------------------
     @property
     def ids(self) -> List[str]:
+        """Image ids in store order."""
         return list(self._ids)
 
     @property
     def has_scores(self) -> bool:
+        """Whether the store holds a score per box."""
         return self._scores is not None
 
     @property
     def num_boxes(self) -> int:
+        """Total number of boxes over all images."""
         return int(self._offsets[-1])
 
     def __len__(self) -> int:

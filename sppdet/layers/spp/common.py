@@ -19,6 +19,7 @@ CPU_CHUNK_BYTES = 24 << 20
 
 
 def check_levels(levels: Sequence[int]) -> Tuple[int, ...]:
+    """``levels`` as a tuple of positive ints; ``ValueError`` when empty or not positive."""
     levels = tuple(int(n) for n in levels)
     if not levels or any(n < 1 for n in levels):
         raise ValueError(f"SPP levels must be a non-empty list of positive integers, got {levels}")
@@ -26,6 +27,7 @@ def check_levels(levels: Sequence[int]) -> Tuple[int, ...]:
 
 
 def check_mode(mode: str) -> str:
+    """``mode`` itself when it is ``"max"`` or ``"avg"``; ``ValueError`` otherwise."""
     if mode not in MODES:
         raise ValueError(f"SPP mode must be one of {MODES}, got {mode!r}")
     return mode

@@ -91,12 +91,15 @@ class SpatialPyramidPool(nn.Module):
         self.binning = binning
 
     def output_size(self, channels: int) -> int:
+        """Length of the pooled vector for ``channels`` input channels."""
         return pyramid_length(channels, self.levels)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``(N, C, H, W)`` -> ``(N, C * sum(n*n))``."""
         return spatial_pyramid_pool(x, self.levels, self.mode, self.binning)
 
     def extra_repr(self) -> str:
+        """Levels, mode and binning, for ``print(module)``."""
         return f"levels={self.levels}, mode={self.mode!r}, binning={self.binning!r}"
 
 

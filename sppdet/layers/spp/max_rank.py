@@ -43,6 +43,7 @@ class RoISPPMax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, features: Tensor, batch: Tensor, cells: Tensor, levels: Tuple[int, ...]) -> Tensor:
+        """Max pyramid of ``features``; saves the winning rank keys for the backward pass."""
         keys, cell_of = _max_keys(features)
         best = roi_spp_max(keys, batch, cells, levels)  # (K, L) winning keys
         ctx.save_for_backward(best, cell_of, batch)
@@ -51,6 +52,7 @@ class RoISPPMax(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
+        """Scatter the output gradient into the cells that held each maximum."""
         best, cell_of, batch = ctx.saved_tensors
         N, C, H, W = ctx.feature_shape
         pos = new_buffer(cell_of, tuple(best.shape))

@@ -97,10 +97,13 @@ class RoISpatialPyramidPool(nn.Module):
         self.offset = offset
 
     def output_size(self, channels: int) -> int:
+        """Length of the pooled vector for ``channels`` input channels."""
         return pyramid_length(channels, self.levels)
 
     def forward(self, features: Tensor, rois: Tensor) -> Tensor:
+        """``features (N, C, H, W)``, ``rois (K, 5)`` -> ``(K, C * sum(n*n))`` (see :func:`roi_spp`)."""
         return roi_spp(features, rois, self.levels, self.stride, self.offset, self.mode)
 
     def extra_repr(self) -> str:
+        """Levels, stride, offset and mode, for ``print(module)``."""
         return f"levels={self.levels}, stride={self.stride}, offset={self.offset}, mode={self.mode!r}"

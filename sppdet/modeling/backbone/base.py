@@ -72,6 +72,7 @@ class Backbone(nn.Module):
         self.stride, self.offset = feature_geometry(self)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``images (N, 3, H, W)`` normalised -> features ``(N, C, H', W')``."""
         x = images
         for key in self._order:
             x = getattr(self, key)(x)
@@ -105,12 +106,14 @@ class Backbone(nn.Module):
         return self.train(self.training)
 
     def train(self, mode: bool = True) -> "Backbone":
+        """``nn.Module.train``, keeping frozen batch-norms in eval mode."""
         super().train(mode)
         for key in self._frozen_bn:
             self.get_submodule(key).eval()
         return self
 
     def extra_repr(self) -> str:
+        """Name, geometry, channels and normalisation, for ``print(module)``."""
         return (
             f"name={self.name}, stride={self.stride}, offset={self.offset}, "
             f"out_channels={self.out_channels}, normalization={self.normalization}"
@@ -118,6 +121,7 @@ class Backbone(nn.Module):
 
 
 def init_convs(module: nn.Module) -> None:
+    """Kaiming-normal (fan-out, ReLU) weights and zero biases for every conv in ``module``."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -12,6 +12,8 @@ from .base import Backbone
 
 
 def resnet_builder(arch: str) -> Callable[[ModelConfig], Backbone]:
+    """A builder of torchvision ResNet ``arch`` (e.g. ``"resnet50"``) cut after layer3."""
+
     def build(cfg: ModelConfig) -> Backbone:
         """torchvision ResNet up to layer3 (stride 16). Stages: stem (conv1, bn1), layer1..3."""
         net = getattr(torchvision.models, arch)(weights=None)

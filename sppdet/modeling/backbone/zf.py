@@ -24,10 +24,12 @@ class WithinChannelLRN(nn.Module):
         self.size, self.alpha, self.beta = size, alpha, beta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x (N, C, H, W)`` within each channel; same shape."""
         sq = F.avg_pool2d(x * x, self.size, stride=1, padding=self.size // 2, count_include_pad=True)
         return x * sq.mul(self.alpha).add(1.0).pow(-self.beta)
 
     def extra_repr(self) -> str:
+        """Size, alpha and beta, for ``print(module)``."""
         return f"size={self.size}, alpha={self.alpha}, beta={self.beta}"
 
 
