@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Dict
 
+from ..config import Metric, choices
 from ..data.dataset import DetectionDataset
 from ..errors import SppdetError
 from .coco import evaluate_coco
 from .detections import Detections, ImageDetections, load_detections
 from .voc import evaluate_voc
 
-METRIC_NAMES = ("voc07", "voc2010", "coco")
+METRIC_NAMES = choices(Metric)  # written once, in config.py
 
 
 def evaluate(dataset: DetectionDataset, detections: Detections, metric: str = "voc07", iou_thresh: float = 0.5) -> Dict:

@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..config import Config, ProposalConfig
+from ..config import Config, ProposalConfig, ProposalMethod, choices
 from ..data.image_io import read_image
 from ..errors import ConfigError, DataError
 from ..structures import clip_boxes
@@ -51,7 +51,7 @@ from .store import ProposalStore, save_proposals
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("ss-fast", "ss-quality", "edgeboxes")
+METHODS = tuple(m for m in choices(ProposalMethod) if m != "file")  # computed methods; config.py lists them
 #: Bump when a generator's output changes for the same parameters (invalidates caches).
 ALGORITHM_VERSION = 1
 
