@@ -41,8 +41,8 @@ def run_spp_benchmark(args: Any) -> Dict[str, Any]:
     import torchvision
     from torchvision.ops import roi_pool
 
-    from ..layers import spp as spp_mod
-    from ..layers.spp import roi_spp
+    from ..layers.spp import project_rois, roi_spp
+    from ..layers.spp.max_rank import RoISPPMax
     from ..utils.comm import resolve_device
     from . import time_interleaved
 
@@ -80,8 +80,8 @@ def run_spp_benchmark(args: Any) -> Dict[str, Any]:
         return run
 
     def rank_keys(f):  # the differentiable path used where roi_pool would bin differently
-        cells = spp_mod.project_rois(rois, stride, 0.0, feat_h, feat_w)
-        return spp_mod._RoISPPMax.apply(f, rois[:, 0].long(), cells, LEVELS)
+        cells = project_rois(rois, stride, 0.0, feat_h, feat_w)
+        return RoISPPMax.apply(f, rois[:, 0].long(), cells, LEVELS)
 
     bwd = time_interleaved(
         {
