@@ -138,8 +138,8 @@ class ProposalConfig:
     test_file: str = ""
     #: Where computed proposals are cached (native .npz). Empty: next to the training output.
     cache_dir: str = ""
-    #: Keep at most this many proposals per image (top by score when scores exist, else order).
-    max_per_image: int = _f(2000, 1)
+    #: Keep at most this many proposals per image (top by score when scores exist, else order; 0 = all).
+    max_per_image: int = _f(2000, 0)
     #: Drop proposals narrower or shorter than this (pixels).
     min_size: float = _f(2.0, 0)
     #: Resize the image so its longer side is at most this before computing proposals (0 = off).
@@ -292,7 +292,7 @@ class TrainConfig:
     lr_gamma: float = _f(0.1, 0.0, lo_open=True)
     checkpoint_period: int = _f(500, 0)
     eval_period: int = _f(0, 0)
-    log_period: int = _f(20, 1)
+    log_period: int = _f(20, 0)
     seed: int = _f(0, 0)
     #: Data-loading worker processes.
     workers: int = _f(2, 0)
