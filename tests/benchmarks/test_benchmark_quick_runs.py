@@ -43,7 +43,7 @@ def test_rcnn_vs_spp_quick():
     assert r["gflops"]["fc"]["svd_low_rank_fc"] <= r["gflops"]["fc"]["svd_fc"] < r["gflops"]["fc"]["full_fc"]
 
 
-@pytest.mark.slow  # 14 s measured (load ~19 on 2 cores)
+@pytest.mark.slow  # 14 s measured (load 13-19 on 2 cores)
 def test_vs_torchvision_quick():
     r = run_benchmark("vs-torchvision", QUICK)
     assert {
@@ -73,7 +73,7 @@ def test_vs_torchvision_quick():
     }
 
 
-@pytest.mark.slow  # 25 s measured (load ~19 on 2 cores)
+@pytest.mark.slow  # 25 s measured (load 13-19 on 2 cores)
 def test_memory_quick_runs_in_a_child_process():
     r = run_benchmark("memory", QUICK)
     (m,) = r["models"].values()

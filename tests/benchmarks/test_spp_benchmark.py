@@ -11,7 +11,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow  # 31 s measured (load ~19 on 2 cores)
+@pytest.mark.slow  # 31 s measured (load 13-19 on 2 cores)
 def test_spp_benchmark_tool_quick(tmp_path):
     out = tmp_path / "spp.json"
     proc = subprocess.run(
@@ -36,7 +36,7 @@ def test_spp_benchmark_tool_quick(tmp_path):
     assert r["environment"]["omp_wait_policy"]
 
 
-@pytest.mark.slow  # 13 s measured (load ~19 on 2 cores)
+@pytest.mark.slow  # 13 s measured (load 13-19 on 2 cores)
 def test_benchmark_tool_rejects_unknown_name():
     proc = subprocess.run(
         [sys.executable, "tools/benchmark.py", "no-such-benchmark"],
@@ -48,7 +48,7 @@ def test_benchmark_tool_rejects_unknown_name():
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
 
 
-@pytest.mark.slow  # 21 s measured (load ~19 on 2 cores)
+@pytest.mark.slow  # 21 s measured (load 13-19 on 2 cores)
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
 def test_benchmark_tool_without_cuda_says_so():
     proc = subprocess.run(

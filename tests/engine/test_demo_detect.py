@@ -60,7 +60,7 @@ def demo_run(tmp_path_factory):
     return tmp, out, r
 
 
-@pytest.mark.slow  # 36 s measured (load ~19 on 2 cores)
+@pytest.mark.slow  # 36 s measured (load 13-19 on 2 cores)
 def test_demo_runs_every_step(demo_run):
     tmp, out, r = demo_run
     assert "sample-set VOC07 mAP:" in r.stdout
@@ -95,7 +95,7 @@ def test_demo_map_is_the_devkit_ap_of_its_detections(demo_run):
     assert metrics["mAP"] == pytest.approx(sum(ref.values()) / len(ref), abs=1e-6)
 
 
-@pytest.mark.slow  # 39 s measured (load ~19 on 2 cores)
+@pytest.mark.slow  # 39 s measured (load 13-19 on 2 cores)
 def test_demo_sets_aside_a_run_of_another_model(demo_run, tmp_path):
     """Re-running the demo after its config changed the model starts over; the old run is kept."""
     import shutil
@@ -135,7 +135,7 @@ def _check_detections(path: Path, expect_images: int):
     return data
 
 
-@pytest.mark.slow  # 28 s measured (load ~19 on 2 cores)
+@pytest.mark.slow  # 28 s measured (load 13-19 on 2 cores)
 def test_detect_on_voc07_demo_with_real_proposal_files(demo_run, tmp_path, shared_data):
     _, out, _ = demo_run
     demo = shared_data("voc07-demo")
@@ -176,7 +176,7 @@ def test_detect_on_voc07_demo_with_real_proposal_files(demo_run, tmp_path, share
     assert "000004.jpg: " in r.stdout and " 2888 proposals" in r.stdout
 
 
-@pytest.mark.slow  # 33 s measured (load ~19 on 2 cores)
+@pytest.mark.slow  # 33 s measured (load 13-19 on 2 cores)
 def test_detect_on_coco_mini_folder_with_edgeboxes(demo_run, tmp_path, shared_data):
     _, out, _ = demo_run
     images = sorted(shared_data("coco-mini", "train2017").glob("*.jpg"))[:3]

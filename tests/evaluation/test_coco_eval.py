@@ -39,7 +39,7 @@ def _perturbed_gt(dataset, seed=0):
     return dets
 
 
-@pytest.mark.slow  # 13 s measured (load ~19 on 2 cores)
+@pytest.mark.slow  # 13 s measured (load 13-19 on 2 cores)
 def test_matches_pycocotools_on_coco_mini(coco_mini, tmp_path):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
