@@ -148,6 +148,7 @@ def _many_images(folder: Path, n: int) -> None:
         cv2.imwrite(str(folder / f"im{i:03d}.png"), img)
 
 
+@pytest.mark.slow  # 102 s measured (load 13-19 on 2 cores)
 def test_kill9_during_proposals_then_rerun_equals_uninterrupted(tmp_path):
     from sppdet.config import ProposalConfig
     from sppdet.data.dataset import DetectionDataset, ImageRecord

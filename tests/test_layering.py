@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 from typing import Iterator, List, Tuple
 
@@ -38,6 +39,7 @@ def _imports(path: Path, module: str) -> Iterator[Tuple[int, str]]:
                 yield node.lineno, f"{target}.{alias.name}"
 
 
+@functools.lru_cache(maxsize=None)  # both tests read the same walk
 def _violations(package: Path = PACKAGE) -> Tuple[List[str], List[str]]:
     upward, unassigned = [], []
     for path in sorted(package.rglob("*.py")):
