@@ -1,5 +1,6 @@
-# Quick start:  make demo   (sample data -> proposals -> train -> detect -> evaluate)
-#               make test   (the test suite; CI runs exactly this)
+# Quick start:  make demo       (sample data -> proposals -> train -> detect -> evaluate)
+#               make test       (lint, format check, types, then the whole test suite; CI runs exactly this)
+#               make test-fast  (lint + types + the tests not marked slow: the tier to run while editing)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -7,7 +8,7 @@ STAMP  := $(VENV)/.sppdet-installed
 # torch/torchvision versions served from this machine's disk; any torch>=2.3 works.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test demo benchmark clean
+.PHONY: install lint test test-fast demo benchmark clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +20,17 @@ $(STAMP): $(PY) setup.cfg pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+# ruff (lint + format check) and mypy before the tests: a style or type error fails CI fast.
+lint: $(STAMP)
+	$(PY) -m ruff check sppdet tools tests
+	$(PY) -m ruff format --check sppdet tools tests
+	$(PY) -m mypy
+
+test: lint
 	$(PY) -m pytest tests
+
+test-fast: lint
+	$(PY) -m pytest tests -m "not slow"
 
 demo: $(STAMP)
 	$(PY) tools/demo.py

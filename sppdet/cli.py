@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 import warnings
 from typing import Callable, Optional
 
+from .data.dataset import DataWarning
 from .errors import SppdetError
 
 EXIT_USER_ERROR = 2
@@ -39,8 +41,6 @@ _default_showwarning = warnings.showwarning
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Data warnings (a box dropped, a size repaired...) as one ``warning: ...`` line naming the
     file, without the source line Python's default format adds; others as usual."""
-    from .data.dataset import DataWarning
-
     if issubclass(category, DataWarning):
         print(f"warning: {message}", file=file or sys.stderr)
     else:
@@ -104,7 +104,6 @@ def _internal_error() -> int:
     if os.environ.get("SPPDET_DEBUG"):
         raise
     _close_progress_bars()
-    import traceback
 
     traceback.print_exc()
     print("error: internal error (the traceback above is a bug in sppdet; please report it)", file=sys.stderr)
@@ -114,5 +113,5 @@ def _internal_error() -> int:
 def _shutdown_distributed() -> None:
     """Destroy the process group a tool started under torchrun (after a clean return only: a
     failing rank just exits, and torchrun stops the others)."""
-    if "sppdet.engine.distributed" in sys.modules:
-        sys.modules["sppdet.engine.distributed"].shutdown_distributed()
+    if "sppdet.utils.comm" in sys.modules:
+        sys.modules["sppdet.utils.comm"].shutdown_distributed()

@@ -1,31 +1,111 @@
-"""One typed config object, loaded from YAML, strict.
+"""One typed config object, loaded from YAML, strict, frozen; the only place config values are checked.
 
 ``load_config("configs/sample_tiny.yaml", overrides=["train.max_iter=100"])`` returns a
-:class:`Config`: nested dataclasses whose fields carry their defaults and a comment. Unknown
-keys, wrong types and bad overrides raise :class:`~sppdet.errors.ConfigError` naming the key
-and the file. A YAML file may start from another with ``_base_: other.yaml`` (relative path).
-The config object is passed explicitly to every stage; nothing reads a global config.
+:class:`Config`: nested frozen dataclasses whose fields carry their defaults and a comment. Unknown
+keys, wrong types, values outside a ``Literal`` choice or a field's range, and bad overrides raise
+:class:`~sppdet.errors.ConfigError` naming the key and the file. Every section checks its values
+when constructed (``__post_init__``), so ``dataclasses.replace`` and direct construction are
+checked too. A stage that needs other values derives a new config with ``dataclasses.replace``;
+nobody assigns to a loaded config. A YAML file may start from another with ``_base_: other.yaml``
+(relative path). The config object is passed explicitly to every stage; nothing reads a global config.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import yaml
 
 from .errors import ConfigError
 from .fileio import save_text
 
+#: Choices, written once: the Literal types below and the code that dispatches on them use these.
+DataFormat = Literal["voc", "coco"]
+ProposalMethod = Literal["file", "ss-fast", "ss-quality", "edgeboxes"]
+BackboneName = Literal["tiny", "zf5", "vgg16", "resnet18", "resnet50", "mobilenet_v2"]
+Normalization = Literal["imagenet", "minus_one_one", "caffe", "unit"]
+SppMode = Literal["max", "avg"]
+Recipe = Literal["end2end", "paper"]
+Optimizer = Literal["sgd", "adamw"]
+LrSchedule = Literal["step", "cosine"]
+Metric = Literal["voc07", "voc2010", "coco"]
+Scorer = Literal["svm", "softmax"]
 
-@dataclass
+
+def choices(literal: Any) -> Tuple[Any, ...]:
+    """The allowed values of one of the ``Literal`` types above, e.g. ``choices(Metric)``."""
+    return typing.get_args(literal)
+
+
+def _f(
+    default: Any,
+    lo: Optional[float] = None,
+    hi: Optional[float] = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    nonempty: bool = False,
+) -> Any:
+    """A field with a value range (``[lo, hi]``, ends open where asked; for a list, every item)."""
+    meta = {"range": (lo, hi, lo_open, hi_open), "nonempty": nonempty}
+    if isinstance(default, list):
+        items: List[Any] = list(default)
+        return field(default_factory=lambda: list(items), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+_HINTS: Dict[type, Dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> Dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _range_text(lo, hi, lo_open, hi_open) -> str:
+    if hi is None:
+        return f"{'>' if lo_open else '>='} {lo}"
+    if lo is None:
+        return f"{'<' if hi_open else '<='} {hi}"
+    return f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+
+def _check_section(obj: Any, section: str) -> None:
+    """Check the ``Literal`` choices and ranges of one section; ``section`` is its key prefix."""
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, key = getattr(obj, f.name), section + f.name
+        tp = hints[f.name]
+        if typing.get_origin(tp) is Literal and value not in typing.get_args(tp):
+            allowed = ", ".join(str(a) for a in typing.get_args(tp))
+            raise ConfigError(f"{key}: unknown value {value!r} (choose from {allowed})")
+        if not f.metadata:
+            continue
+        if f.metadata["nonempty"] and not value:
+            raise ConfigError(f"{key}: must not be empty")
+        lo, hi, lo_open, hi_open = f.metadata["range"]
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            bad = isinstance(v, float) and not math.isfinite(v)
+            bad = bad or (lo is not None and (v <= lo if lo_open else v < lo))
+            bad = bad or (hi is not None and (v >= hi if hi_open else v > hi))
+            if bad:
+                raise ConfigError(f"{key}: must be {_range_text(lo, hi, lo_open, hi_open)}, got {value}")
+
+
+@dataclass(frozen=True)
 class DataConfig:
+    """``data:``: which dataset, where, which splits and classes."""
+
     #: "voc" (VOCdevkit layout), "coco" (instances json + image folder).
-    format: str = "voc"
+    format: DataFormat = "voc"
     #: VOC: dataset root holding Annotations/, JPEGImages/, ImageSets/Main/.
     root: str = "data/sample/voc"
     #: Split used for training (VOC: ImageSets/Main/<split>.txt; "" = every XML in Annotations).
@@ -43,172 +123,216 @@ class DataConfig:
     #: Drop objects flagged difficult from the training targets (evaluation always ignores them).
     exclude_difficult: bool = True
 
+    def __post_init__(self) -> None:
+        _check_section(self, "data.")
 
-@dataclass
+
+@dataclass(frozen=True)
 class ProposalConfig:
+    """``proposals:``: read from files or computed (and cached) per image."""
+
     #: "file" (read `train_file`/`test_file`), "ss-fast", "ss-quality", "edgeboxes".
-    method: str = "edgeboxes"
+    method: ProposalMethod = "edgeboxes"
     #: Proposal stores (native .npz or any supported foreign format) for train / test images.
     train_file: str = ""
     test_file: str = ""
     #: Where computed proposals are cached (native .npz). Empty: next to the training output.
     cache_dir: str = ""
-    #: Keep at most this many proposals per image (top by score when scores exist, else order).
-    max_per_image: int = 2000
+    #: Keep at most this many proposals per image (top by score when scores exist, else order; 0 = all).
+    max_per_image: int = _f(2000, 0)
     #: Drop proposals narrower or shorter than this (pixels).
-    min_size: float = 2.0
+    min_size: float = _f(2.0, 0)
     #: Resize the image so its longer side is at most this before computing proposals (0 = off).
-    max_side: int = 500
+    max_side: int = _f(500, 0)
     #: Structured-edge model for EdgeBoxes (opencv ximgproc .yml.gz); empty = gradient edges.
     edge_model: str = ""
     #: Allow loading pickled proposal files (.pkl). Pickle can run code: only for trusted files.
     allow_pickle: bool = False
     #: Worker processes for computing proposals (0 = main process).
-    workers: int = 2
+    workers: int = _f(2, 0)
+
+    def __post_init__(self) -> None:
+        _check_section(self, "proposals.")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
+    """``model:``: backbone, its weights and freezing, SPP pyramid, fc head, box coder."""
+
     #: "tiny", "zf5", "vgg16", "resnet18", "resnet50", "mobilenet_v2".
-    backbone: str = "tiny"
+    backbone: BackboneName = "tiny"
     #: Width multiplier of the "tiny" backbone's channels.
-    tiny_width: int = 32
+    tiny_width: int = _f(32, 1)
     #: Total stride of the "tiny" backbone: 16 (SPP-net's) or 8 (finer cells for small objects).
-    tiny_stride: int = 16
+    tiny_stride: Literal[8, 16] = 16
     #: Extra 3x3 convs of the "tiny" backbone at stride 4 (after stage2): more layers where
     #: edges and corners are still a few pixels apart, at a fraction of the cost of deeper stages.
-    tiny_stem_convs: int = 0
+    tiny_stem_convs: int = _f(0, 0)
     #: torchvision weights enum name (e.g. "IMAGENET1K_V1"), a local state_dict path, or "" (random).
     weights: str = ""
     #: Input normalisation: "imagenet" (torchvision mean/std), "minus_one_one" (x/127.5 - 1),
     #: "caffe" (BGR mean subtraction, 0..255), "unit" (x/255).
-    normalization: str = "imagenet"
-    #: Freeze backbone stages up to this index (0 = train all, -1 = freeze the whole backbone).
-    freeze_at: int = 0
+    normalization: Normalization = "imagenet"
+    #: Freeze backbone stages up to this index (0 = train all, -1 = freeze the whole backbone;
+    #: the upper bound, the backbone's number of stages, is checked when it is built).
+    freeze_at: int = _f(0, -1)
     #: Keep batch-norm layers in eval mode with frozen statistics.
     frozen_bn: bool = True
-    #: MobileNetV2 tap: 16 or 32.
-    feature_stride: int = 16
+    #: MobileNetV2 tap: 16 or 32 (the other backbones: 16).
+    feature_stride: Literal[16, 32] = 16
     #: Optional 1x1 conv reducing the feature channels before SPP (0 = off).
-    reduce_channels: int = 0
+    reduce_channels: int = _f(0, 0)
     #: SPP pyramid levels (n x n bins each).
-    spp_levels: List[int] = field(default_factory=lambda: [6, 3, 2, 1])
+    spp_levels: List[int] = _f([6, 3, 2, 1], 1, nonempty=True)
     #: "max" or "avg".
-    spp_mode: str = "max"
+    spp_mode: SppMode = "max"
     #: fc6/fc7 widths.
-    fc_dims: List[int] = field(default_factory=lambda: [4096, 4096])
-    dropout: float = 0.5
+    fc_dims: List[int] = _f([4096, 4096], 1)
+    dropout: float = _f(0.5, 0.0, 1.0, hi_open=True)
     #: Box-regression target weights (wx, wy, ww, wh).
-    box_weights: List[float] = field(default_factory=lambda: [10.0, 10.0, 5.0, 5.0])
+    box_weights: List[float] = _f([10.0, 10.0, 5.0, 5.0], 0.0, lo_open=True)
+
+    def __post_init__(self) -> None:
+        _check_section(self, "model.")
+        if self.backbone != "mobilenet_v2" and self.feature_stride != 16:
+            raise ConfigError(
+                f"model.feature_stride: only mobilenet_v2 has a stride-32 tap; {self.backbone} has stride 16"
+            )
+        if len(self.box_weights) != 4:
+            raise ConfigError(f"model.box_weights: expected 4 numbers (wx, wy, ww, wh), got {self.box_weights}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class InputConfig:
+    """``input:``: image scales for training and testing."""
+
     #: Scales = shorter image side in pixels. Paper: [688] (1-scale) or [480,576,688,864,1200].
-    train_scales: List[int] = field(default_factory=lambda: [688])
-    test_scales: List[int] = field(default_factory=lambda: [688])
+    train_scales: List[int] = _f([688], 1, nonempty=True)
+    test_scales: List[int] = _f([688], 1, nonempty=True)
     #: Cap on the longer side after scaling.
-    max_size: int = 2000
+    max_size: int = _f(2000, 1)
     #: Multi-scale: each window uses the scale where its scaled area is closest to target_size^2.
-    target_size: int = 224
+    target_size: int = _f(224, 1)
     #: Images whose pixel count exceeds this are refused with a clear error (guards memory).
-    max_image_pixels: int = 100_000_000
+    max_image_pixels: int = _f(100_000_000, 1)
+
+    def __post_init__(self) -> None:
+        _check_section(self, "input.")
 
 
-@dataclass
+@dataclass(frozen=True)
 class PaperConfig:
-    """Options of the paper's multi-stage recipe (train.recipe: paper)."""
+    """Options of the paper's multi-stage recipe (train.recipe: paper).
+
+    The ``svm_*`` defaults are the only copy: :class:`sppdet.svm.SVMParams` reads them from here."""
 
     #: Feature cache folder (empty: <output>/feature_cache).
     cache_dir: str = ""
     #: Also cache horizontally flipped images.
     flip: bool = False
     #: fc fine-tuning on cached features.
-    finetune_iters: int = 2000
-    finetune_lr: float = 1e-4
-    finetune_lr_steps: List[int] = field(default_factory=lambda: [1500])
-    finetune_batch: int = 128
+    finetune_iters: int = _f(2000, 0)
+    finetune_lr: float = _f(1e-4, 0.0, lo_open=True)
+    finetune_lr_steps: List[int] = _f([1500], 0)
+    finetune_batch: int = _f(128, 1)
     #: Also train the head's box regressor (bbox_pred) while fine-tuning (Fast R-CNN's multi-task
     #: loss; not in the SPP-net paper). Only the softmax scorer uses it; the SVM scorer uses the
     #: ridge regressors trained on pool5.
     finetune_bbox: bool = True
     #: SVMs: LinearSVC C, positive class weight, negative IoU threshold, target mean feature norm.
-    svm_c: float = 0.001
-    svm_pos_weight: float = 2.0
-    svm_neg_iou: float = 0.3
-    svm_feat_norm: float = 20.0
+    svm_c: float = _f(0.001, 0.0, lo_open=True)
+    svm_pos_weight: float = _f(2.0, 0.0, lo_open=True)
+    svm_neg_iou: float = _f(0.3, 0.0, 1.0)
+    svm_feat_norm: float = _f(20.0, 0.0, lo_open=True)
     svm_hard_thresh: float = -1.0001
     svm_evict_thresh: float = -1.2
-    svm_retrain_limit: int = 2000
-    svm_epochs: int = 1
+    svm_retrain_limit: int = _f(2000, 1)
+    svm_epochs: int = _f(1, 1)
     #: liblinear's B: the bias is learnt as a weight on a constant feature of this value
     #: (R-CNN / fast-rcnn train_svms.py use 10).
-    svm_intercept_scaling: float = 10.0
+    svm_intercept_scaling: float = _f(10.0, 0.0, lo_open=True)
     #: Box-regression ridge lambda and minimum overlap.
-    bbox_reg_lambda: float = 1000.0
-    bbox_reg_min_iou: float = 0.6
+    bbox_reg_lambda: float = _f(1000.0, 0.0)
+    bbox_reg_min_iou: float = _f(0.6, 0.0, 1.0)
     #: Score windows at test time with "svm" or "softmax".
-    scorer: str = "svm"
+    scorer: Scorer = "svm"
+
+    def __post_init__(self) -> None:
+        _check_section(self, "train.paper.")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
+    """``train:``: recipe, schedule, window sampling, augmentation; ``paper`` for that recipe."""
+
     #: "end2end" (Fast R-CNN style) or "paper" (SPP-net multi-stage on cached features).
-    recipe: str = "end2end"
-    max_iter: int = 1000
-    ims_per_batch: int = 2
-    rois_per_image: int = 64
-    fg_fraction: float = 0.25
-    fg_iou: float = 0.5
-    bg_iou_low: float = 0.1
-    bg_iou_high: float = 0.5
+    recipe: Recipe = "end2end"
+    max_iter: int = _f(1000, 0)
+    ims_per_batch: int = _f(2, 1)
+    rois_per_image: int = _f(64, 1)
+    fg_fraction: float = _f(0.25, 0.0, 1.0)
+    fg_iou: float = _f(0.5, 0.0, 1.0)
+    bg_iou_low: float = _f(0.1, 0.0, 1.0)
+    bg_iou_high: float = _f(0.5, 0.0, 1.0)
     flip: bool = True
     #: Hue augmentation: with probability ``hue_jitter_prob`` a training image's hue is turned by
     #: a uniform random angle in [-hue_jitter, hue_jitter] degrees (0 = off; 180 = any hue).
-    hue_jitter: float = 0.0
-    hue_jitter_prob: float = 0.5
+    hue_jitter: float = _f(0.0, 0.0, 180.0)
+    hue_jitter_prob: float = _f(0.5, 0.0, 1.0)
     #: "sgd" (momentum; the papers' choice) or "adamw" (decoupled weight decay; use a base_lr ~1e-3).
-    optimizer: str = "sgd"
-    base_lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 0.0005
-    warmup_iters: int = 100
-    warmup_factor: float = 0.001
+    optimizer: Optimizer = "sgd"
+    base_lr: float = _f(0.01, 0.0, lo_open=True)
+    momentum: float = _f(0.9, 0.0, 1.0)
+    weight_decay: float = _f(0.0005, 0.0)
+    warmup_iters: int = _f(100, 0)
+    warmup_factor: float = _f(0.001, 0.0, 1.0)
     #: "step" (x lr_gamma at each of lr_steps) or "cosine" (to 0 at max_iter; lr_steps unused).
-    lr_schedule: str = "step"
-    lr_steps: List[int] = field(default_factory=lambda: [700])
-    lr_gamma: float = 0.1
-    checkpoint_period: int = 500
-    eval_period: int = 0
-    log_period: int = 20
-    seed: int = 0
+    lr_schedule: LrSchedule = "step"
+    lr_steps: List[int] = _f([700], 0)
+    lr_gamma: float = _f(0.1, 0.0, lo_open=True)
+    checkpoint_period: int = _f(500, 0)
+    eval_period: int = _f(0, 0)
+    log_period: int = _f(20, 0)
+    seed: int = _f(0, 0)
     #: Data-loading worker processes.
-    workers: int = 2
+    workers: int = _f(2, 0)
     #: Stop with an error when the loss is NaN/inf (the last good checkpoint is kept).
     stop_on_nan: bool = True
     paper: PaperConfig = field(default_factory=PaperConfig)
 
+    def __post_init__(self) -> None:
+        _check_section(self, "train.")
+        if self.bg_iou_low > self.bg_iou_high:
+            raise ConfigError(f"train.bg_iou_low: {self.bg_iou_low} is above train.bg_iou_high ({self.bg_iou_high})")
 
-@dataclass
+
+@dataclass(frozen=True)
 class TestConfig:
-    score_thresh: float = 0.05
-    nms_thresh: float = 0.3
-    max_detections: int = 100
+    """``test:``: detection thresholds, test-time flip, SVD compression, the metric."""
+
+    score_thresh: float = _f(0.05, 0.0, 1.0)
+    nms_thresh: float = _f(0.3, 0.0, 1.0)
+    max_detections: int = _f(100, 1)
     #: Evaluation metric for validation: "voc07", "voc2010" or "coco".
-    metric: str = "voc07"
+    metric: Metric = "voc07"
     #: Test-time augmentation: also score the mirrored image and average the class scores and
     #: (un-mirrored) box deltas of each window; about 2x the detection time.
     flip: bool = False
     #: Truncated SVD rank for fc6/fc7 at inference (0 = off), Fast R-CNN section 3.1.
-    svd_rank_fc6: int = 0
-    svd_rank_fc7: int = 0
+    svd_rank_fc6: int = _f(0, 0)
+    svd_rank_fc7: int = _f(0, 0)
     #: Mixed precision at inference on CUDA: "off", "bf16" or "fp16" (autocast of the conv and
     #: head; scores, boxes and NMS stay float32). Ignored with a warning on CPU.
-    amp: str = "off"
+    amp: Literal["off", "bf16", "fp16"] = "off"
+
+    def __post_init__(self) -> None:
+        _check_section(self, "test.")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
+    """The whole config: one section per stage (see the module docstring)."""
+
     #: A name for logs and outputs.
     name: str = "sppdet"
     #: "auto" (cuda when available), "cpu", "cuda", "cuda:N".
@@ -221,6 +345,10 @@ class Config:
     input: InputConfig = field(default_factory=InputConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     test: TestConfig = field(default_factory=TestConfig)
+
+    def __post_init__(self) -> None:
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device: unknown device {self.device!r} (auto, cpu, cuda, cuda:N or mps)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -250,6 +378,13 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         return [_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
     if tp is Any:
         return value
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        # bool is an int: true must not pass for 1
+        if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
+            names = ", ".join(str(a) for a in allowed)
+            raise ConfigError(f"{source}: '{key}' must be one of {names}, got {value!r}")
+        return value
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{source}: '{key}' must be true or false, got {value!r}")
@@ -276,14 +411,15 @@ def _from_dict(cls: Any, data: Dict[str, Any], source: str, prefix: str = "") ->
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        import difflib
-
         k = unknown[0]
         close = difflib.get_close_matches(k, names, n=1)
         hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
         raise ConfigError(f"{source}: unknown key '{prefix}{k}'{hint}")
     kwargs = {k: _coerce(v, hints[k], prefix + k, source) for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:  # a range or cross-field check of __post_init__: name the file
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def config_from_dict(data: Dict[str, Any], source: str = "<dict>") -> Config:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import os
+import re
 import tempfile
+import zipfile
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import IO, Any, Iterator, Optional, Union
+
+import torch
 
 from .errors import CheckpointError, SppdetError
 
@@ -47,7 +50,7 @@ def make_output_dir(path: PathLike, what: str = "output folder") -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
+def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temp file next to ``path``; on success fsync and rename it to ``path``."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
@@ -80,7 +83,7 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG}
 
 
-def save_json(obj: Any, path: PathLike, indent: int = 2) -> None:
+def save_json(obj: Any, path: PathLike, indent: Optional[int] = 2) -> None:
     """Write ``obj`` as JSON atomically."""
     with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=indent)
@@ -107,16 +110,12 @@ def load_json(path: PathLike) -> Any:
 
 def torch_save(obj: Any, path: PathLike) -> None:
     """``torch.save`` atomically (temp file + rename)."""
-    import torch
-
     with atomic_write(path, "wb") as f:
         torch.save(obj, f)
 
 
 def torch_load(path: PathLike, map_location: Any = "cpu") -> Any:
     """``torch.load`` with ``weights_only=True``: tensors and plain containers only, never code."""
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
@@ -130,9 +129,6 @@ def torch_load(path: PathLike, map_location: Any = "cpu") -> Any:
 
 def _load_failure(path: Path, e: Exception) -> str:
     """A one-line reason why ``torch.load(weights_only=True)`` failed (torch's own text is long)."""
-    import re
-    import zipfile
-
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
     unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if unsafe:

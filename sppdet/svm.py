@@ -38,6 +38,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .config import PaperConfig
+
 log = logging.getLogger("sppdet.svm")
 
 #: Bias assigned to a class that had no positives: its sigmoid score is ~0 everywhere.
@@ -57,16 +59,20 @@ def feature_scale(features: np.ndarray, target_norm: float) -> float:
 # SVMs with hard negative mining
 
 
+_PAPER = PaperConfig()
+
+
 @dataclass
 class SVMParams:
     """Hyper-parameters of one class's SVM and its negative cache (see module docstring)."""
 
-    C: float = 0.001
-    pos_weight: float = 2.0
-    intercept_scaling: float = 10.0
-    hard_thresh: float = -1.0001
-    evict_thresh: float = -1.2
-    retrain_limit: int = 2000
+    # defaults written once, in config.py's PaperConfig
+    C: float = _PAPER.svm_c
+    pos_weight: float = _PAPER.svm_pos_weight
+    intercept_scaling: float = _PAPER.svm_intercept_scaling
+    hard_thresh: float = _PAPER.svm_hard_thresh
+    evict_thresh: float = _PAPER.svm_evict_thresh
+    retrain_limit: int = _PAPER.svm_retrain_limit
     seed: int = 0
     max_iter: int = 2000
 

@@ -51,7 +51,7 @@ def draw_detections(
     h, w = out.shape[:2]
     thick = max(1, int(round(min(h, w) / 300)))
     font = max(0.35, min(h, w) / 900)
-    order = np.argsort(np.asarray(scores, dtype=np.float64)) if len(scores) else []
+    order = np.argsort(np.asarray(scores, dtype=np.float64)) if len(scores) else np.zeros(0, np.int64)
     for i in order:  # highest score drawn last, on top
         x1, y1, x2, y2 = [int(round(v)) for v in boxes[i]]
         col = colors[i] if colors is not None else class_color(labels[i])

@@ -160,7 +160,7 @@ def assert_user_error(code: int, err: str, *needles: str, exit_code: int = 2) ->
 
 def assert_clean_success(code: int, err: str) -> None:
     assert code == 0, f"exit code {code}; stderr:\n{err}"
-    assert "Traceback" not in err and not any(l.startswith("error: ") for l in err.splitlines()), err
+    assert "Traceback" not in err and not any(line.startswith("error: ") for line in err.splitlines()), err
 
 
 def clone(src: Path, dst: Path) -> Path:

@@ -127,7 +127,7 @@ def test_amp_is_ignored_with_a_warning_on_cpu(model, det, caplog, shared_data):
         amp = Detector.from_checkpoint(model, device="cpu", score_thresh=0.0, overrides=[ALL_BOXES, "test.amp=bf16"])
     assert any("test.amp=bf16 applies on CUDA only" in r.getMessage() for r in caplog.records)
     assert amp(str(photo)).to_dict() == det(str(photo)).to_dict()
-    with pytest.raises(ConfigError, match="test.amp: 'fp8'"):
+    with pytest.raises(ConfigError, match="'test.amp' must be one of off, bf16, fp16, got 'fp8'"):
         Detector.from_checkpoint(model, device="cpu", overrides=["test.amp=fp8"])
 
 

@@ -234,7 +234,7 @@ def test_train_drops_bad_boxes_with_a_warning(env, tmp_path, capsys, box, warnin
     code, _, err = run_in_process("train", ["--config", _config(env, tmp_path, voc)], capsys)
     assert_clean_success(code, err)
     if warning:
-        assert any(l.startswith("warning: ") and "000001.xml" in l and warning in l for l in err.splitlines()), err
+        assert any(ln.startswith("warning: ") and "000001.xml" in ln and warning in ln for ln in err.splitlines()), err
     else:
         assert "warning: " not in err
 
@@ -246,7 +246,7 @@ def test_train_wrong_size_warns_and_uses_the_image(env, tmp_path, capsys):
     code, _, err = run_in_process("train", ["--config", _config(env, tmp_path, voc)], capsys)
     assert_clean_success(code, err)
     assert any(
-        l.startswith("warning: ") and "<size> says 640x240 but 000001.jpg is 320x240" in l for l in err.splitlines()
+        ln.startswith("warning: ") and "<size> says 640x240 but 000001.jpg is 320x240" in ln for ln in err.splitlines()
     ), err
 
 
@@ -544,6 +544,7 @@ def test_output_folder_without_permission(env, tmp_path, capsys):
 # A few real subprocesses (what a user's shell sees)
 
 
+@pytest.mark.slow  # 25 s measured (load 13-19 on 2 cores)
 def test_subprocess_detect_folder_with_a_corrupt_image(env, tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
@@ -556,18 +557,21 @@ def test_subprocess_detect_folder_with_a_corrupt_image(env, tmp_path):
     assert "1 images" in r.stdout and (tmp_path / "out" / "ok.jpg").is_file()
 
 
+@pytest.mark.slow  # 23 s measured (load 13-19 on 2 cores)
 def test_subprocess_train_broken_annotation(env, tmp_path):
     voc = _broken_set(env, tmp_path, lambda v: _edit_xml(v, "000002", lambda t: t[: len(t) // 2]))
     r = run_subprocess("train", ["--config", _config(env, tmp_path, voc)])
     assert_user_error(r.returncode, r.stderr, "000002.xml", "malformed XML")
 
 
+@pytest.mark.slow  # 28 s measured (load 13-19 on 2 cores)
 def test_subprocess_eval_broken_coco(env, tmp_path):
     args = _coco_case(env, tmp_path, lambda d: d["images"].append(dict(d["images"][2])))
     r = run_subprocess("eval", args)
     assert_user_error(r.returncode, r.stderr, "instances.json", "duplicate id 3")
 
 
+@pytest.mark.slow  # 25 s measured (load 13-19 on 2 cores)
 def test_subprocess_train_bad_image_read_in_a_loader_worker(env, tmp_path):
     """torch re-raises a worker's error with the worker's traceback in its text: one line still."""
 

@@ -67,3 +67,43 @@ def test_base_inheritance_and_save_round_trip(tmp_path):
     again = load_config(out)
     assert config_to_dict(again) == config_to_dict(cfg)
     assert yaml.safe_load(out.read_text())["name"] == "child"
+
+
+def test_choices_are_written_once_and_match_the_implementations():
+    """config.py's Literal choices are the names the code dispatches on."""
+    from sppdet.config import BackboneName, DataFormat, Normalization, choices
+    from sppdet.data.build import FORMATS
+    from sppdet.data.transforms import NORM_PARAMS
+    from sppdet.modeling.backbone import BACKBONES
+
+    assert set(choices(BackboneName)) == set(BACKBONES)
+    assert set(choices(Normalization)) == set(NORM_PARAMS)
+    assert set(choices(DataFormat)) == set(FORMATS)
+
+
+def test_loaded_config_is_frozen_and_checked_again_when_derived():
+    import dataclasses
+
+    cfg = load_config(None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.train.max_iter = 5  # type: ignore[misc]
+    assert dataclasses.replace(cfg.train, max_iter=5).max_iter == 5
+    with pytest.raises(ConfigError, match=r"train\.fg_fraction: must be in \[0.0, 1.0\], got 1.5"):
+        dataclasses.replace(cfg.train, fg_fraction=1.5)
+    with pytest.raises(ConfigError, match=r"train\.bg_iou_low: 0.6 is above train\.bg_iou_high \(0.5\)"):
+        load_config(None, ["train.bg_iou_low=0.6"])
+    with pytest.raises(ConfigError, match="'model.tiny_stride' must be one of 8, 16, got True"):
+        load_config(None, ["model.tiny_stride=true"])
+
+
+def test_svm_defaults_are_the_config_defaults():
+    from sppdet.config import PaperConfig
+    from sppdet.svm import SVMParams
+
+    pc, sp = PaperConfig(), SVMParams()
+    assert (sp.C, sp.pos_weight, sp.intercept_scaling) == (pc.svm_c, pc.svm_pos_weight, pc.svm_intercept_scaling)
+    assert (sp.hard_thresh, sp.evict_thresh, sp.retrain_limit) == (
+        pc.svm_hard_thresh,
+        pc.svm_evict_thresh,
+        pc.svm_retrain_limit,
+    )

@@ -44,6 +44,7 @@ def _cfg(sample, tmp_path, out_name, **extra):
 # kill -9, then resume
 
 
+@pytest.mark.slow  # 60 s measured (load 13-19 on 2 cores)
 def test_kill9_during_training_then_resume_equals_uninterrupted(sample, tmp_path):
     from sppdet.config import config_from_dict
     from sppdet.engine.checkpoint import load_checkpoint
@@ -83,6 +84,7 @@ def _paper_extra():
     }
 
 
+@pytest.mark.slow  # 70 s measured (load 13-19 on 2 cores)
 def test_kill9_during_feature_caching_then_resume_equals_uninterrupted(sample, tmp_path):
     from sppdet.config import config_from_dict
     from sppdet.engine.feature_cache import read_meta
@@ -146,6 +148,7 @@ def _many_images(folder: Path, n: int) -> None:
         cv2.imwrite(str(folder / f"im{i:03d}.png"), img)
 
 
+@pytest.mark.slow  # 102 s measured (load 13-19 on 2 cores)
 def test_kill9_during_proposals_then_rerun_equals_uninterrupted(tmp_path):
     from sppdet.config import ProposalConfig
     from sppdet.data.dataset import DetectionDataset, ImageRecord

@@ -44,6 +44,7 @@ def test_first_negatives_all_hard_and_never_cached_twice():
     assert len(svm.neg) == 5 and svm.new_since_train == 5
 
 
+@pytest.mark.slow  # 17 s measured (load 13-19 on 2 cores)
 def test_mining_separates_toy_data_and_bounds_the_cache():
     pos, images = toy_problem()
     params = SVMParams(C=1.0, retrain_limit=300, evict_thresh=-1.2)

@@ -54,9 +54,9 @@ def main(argv=None) -> int:
     setup_logging(args.verbose)
 
     from sppdet import Detector
-    from sppdet.engine import distributed as du
     from sppdet.engine.detect import run_detect
     from sppdet.engine.video import is_video_input, run_video
+    from sppdet.utils import comm as du
 
     video = is_video_input(args.input)
     if video and len(args.input) > 1:

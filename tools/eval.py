@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     setup_logging(args.verbose)
     if not 0.0 <= args.iou < 1.0:
         raise SppdetError(f"--iou {args.iou}: must be in [0, 1)")
-    from sppdet.engine import distributed as du
+    from sppdet.utils import comm as du
 
     du.init_distributed(args.device)
 

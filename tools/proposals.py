@@ -63,24 +63,16 @@ def _copy(src: Path, dst: Path) -> None:
 
 def cmd_compute(args) -> int:
     from sppdet.config import ProposalConfig, load_config
-    from sppdet.engine import distributed as du
     from sppdet.proposals import compute_dataset_proposals, get_proposals
+    from sppdet.utils import comm as du
 
     if args.images:
         if args.config or args.overrides:
             raise SppdetError("compute --images takes --method/--max-per-image/... flags, not a config")
         if not args.out:
             raise SppdetError("compute --images needs --out FILE")
-        pcfg = ProposalConfig(method=args.method or "edgeboxes")
-        for flag, field in (
-            ("max_per_image", "max_per_image"),
-            ("max_side", "max_side"),
-            ("workers", "workers"),
-            ("edge_model", "edge_model"),
-            ("min_size", "min_size"),
-        ):
-            if getattr(args, flag) is not None:
-                setattr(pcfg, field, getattr(args, flag))
+        given = {k: getattr(args, k) for k in ("max_per_image", "max_side", "workers", "edge_model", "min_size")}
+        pcfg = ProposalConfig(method=args.method or "edgeboxes", **{k: v for k, v in given.items() if v is not None})
         dataset = _images_dataset(args.images)
         store = compute_dataset_proposals(dataset, pcfg.method, pcfg, args.out, meta={"images": args.images})
     else:
@@ -206,7 +198,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     if args.func is cmd_compute:
-        from sppdet.engine import distributed as du
+        from sppdet.utils import comm as du
 
         du.init_distributed("cpu")  # proposals run on CPU: gloo is enough, also on GPU nodes
     elif int(os.environ.get("RANK", "0") or 0) != 0:

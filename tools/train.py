@@ -1,6 +1,7 @@
 """Train an SPP-net detector.
 
     python tools/train.py --config configs/sample_tiny.yaml [--output DIR] [--resume] [key=value ...]
+    python tools/train.py --config C --check     # validate, build the model, read one batch; no training
 
 ``train.recipe: end2end`` trains through the SPP layer (Fast R-CNN style);
 ``train.recipe: paper`` runs the SPP-net multi-stage recipe on cached features.
@@ -12,6 +13,10 @@ import json
 import sys
 
 from sppdet.cli import run_tool, setup_logging
+from sppdet.config import load_config
+from sppdet.engine.check import check_training_setup
+from sppdet.engine.run import run_training
+from sppdet.utils import comm as du
 
 
 def main(argv=None) -> int:
@@ -21,15 +26,23 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pth (or the cached stages)")
     p.add_argument("--stage", default="all", help="paper recipe only: all|cache|finetune|svm|bbox")
     p.add_argument("--eval", action="store_true", help="evaluate on the test split when training ends")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the config, build the model and read one training batch, then stop (nothing written)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. train.max_iter=100")
     args = p.parse_args(argv)
 
-    from sppdet.config import load_config
-    from sppdet.engine import distributed as du
-    from sppdet.engine.run import run_training
-
     cfg = load_config(args.config, args.overrides)
+    if args.check:
+        setup_logging(args.verbose)
+        summary, data_error = check_training_setup(cfg)
+        print(json.dumps(summary, indent=2))
+        if data_error is not None:
+            raise data_error
+        return 0
     du.init_distributed(cfg.device)
     setup_logging(args.verbose, du.get_rank())
     summary = run_training(cfg, args.output, resume=args.resume, stage=args.stage, evaluate=args.eval)

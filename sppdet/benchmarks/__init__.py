@@ -68,15 +68,6 @@ def _load_average() -> Optional[float]:
         return None
 
 
-def resolve_device(name: str):
-    """``torch.device`` for ``cpu``/``cuda``; a clear error when CUDA is asked for but absent."""
-    import torch
-
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SppdetError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
-
-
 def time_interleaved(
     fns: Mapping[str, Callable[[], Any]], repeat: int, device=None, warmup: int = 1
 ) -> Dict[str, Dict[str, Any]]:

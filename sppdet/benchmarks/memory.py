@@ -151,6 +151,7 @@ def run_in_child(spec: Dict[str, Any], timeout: float = 600) -> Dict[str, Any]:
 
 
 def run_memory(args: Any) -> Dict[str, Any]:
+    """Peak memory of each setting, each measured in a fresh child process; a JSON-able dict."""
     quick = bool(getattr(args, "quick", False))
     device = getattr(args, "device", "cpu") or "cpu"
     results = {name: run_in_child(spec) for name, spec in SPECS["quick" if quick else "full"].items()}

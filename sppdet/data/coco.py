@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
+from pycocotools.coco import COCO
 
 from ..errors import DataError, SppdetError
 from ..fileio import load_json
@@ -100,8 +101,6 @@ def _read_json(path: Path) -> Dict:
 
 def _coco_index(data: Dict):
     """A pycocotools ``COCO`` object over already-validated json (its prints silenced)."""
-    from pycocotools.coco import COCO
-
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):

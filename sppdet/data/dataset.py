@@ -64,6 +64,7 @@ class ImageRecord:
 
     @property
     def num_objects(self) -> int:
+        """Number of annotated objects (difficult ones included)."""
         return len(self.boxes)
 
     def training_mask(self, exclude_difficult: bool = True) -> np.ndarray:
@@ -107,6 +108,7 @@ class DetectionDataset:
 
     @property
     def ids(self) -> List[str]:
+        """Image ids, in dataset order."""
         return [r.image_id for r in self.records]
 
     def __len__(self) -> int:

@@ -229,9 +229,9 @@ def _shape_polygon(cls: str, rng: np.random.Generator, w: int, h: int) -> np.nda
 def _raster(poly: np.ndarray, w: int, h: int, outline: int = 0) -> np.ndarray:
     mask = np.zeros((h, w), dtype=np.uint8)
     pts = np.round(poly * (1 << _SHIFT)).astype(np.int32)[None]
-    cv2.fillPoly(mask, pts, 255, cv2.LINE_AA, shift=_SHIFT)
+    cv2.fillPoly(mask, pts, 255, cv2.LINE_AA, shift=_SHIFT)  # type: ignore[call-overload]  # stub: Sequence only
     if outline:
-        cv2.polylines(mask, pts, True, 255, outline, cv2.LINE_AA, shift=_SHIFT)
+        cv2.polylines(mask, pts, True, 255, outline, cv2.LINE_AA, shift=_SHIFT)  # type: ignore[call-overload]
     return mask
 
 
@@ -341,6 +341,7 @@ def render_sample_image(
     for o in objects:
         _draw_object(img, o, rng)
         box = _tight_box(o["visible"])  # final: later objects are placed already
+        assert box is not None  # _place_objects keeps only objects left visible
         shown = o["visible"].sum() / o["area"]
         poly = o["poly"]
         boxes.append(box)
@@ -362,7 +363,9 @@ def render_sample_image(
 
 def _visible_after(objects: Sequence[Dict], cover: np.ndarray) -> Optional[List[np.ndarray]]:
     """Visible masks of earlier objects once ``cover`` is drawn on top (None: one hidden too much)."""
-    x0, y0, x1, y1 = _tight_box(cover)
+    tight = _tight_box(cover)
+    assert tight is not None  # a placed object covers some pixels
+    x0, y0, x1, y1 = tight
     out = []
     for o in objects:
         vis = o["visible"]
@@ -415,7 +418,8 @@ def _info(out: Path, params: Dict, num_objects: int, generated: bool, seconds: f
 
 
 def _coco_json(records: Sequence[ImageRecord], split: str) -> Dict:
-    images, anns = [], []
+    images: List[Dict] = []
+    anns: List[Dict] = []
     for r in records:
         images.append(
             {"id": int(r.image_id), "file_name": Path(r.file_name).name, "width": r.width, "height": r.height}

@@ -14,6 +14,7 @@ So ``tools/detect.py`` and ``tools/eval.py`` need only ``--weights``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
@@ -111,7 +112,7 @@ def load_model_from_checkpoint(
 
     state = load_checkpoint(path)
     cfg = checkpoint_config(state, overrides, source=f"{path} + overrides")
-    cfg.model.weights = ""  # the trained weights replace any pretrained init
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=""))  # trained weights replace any init
     model = build_detector(cfg, len(state["class_names"]))
     restore_model(model, state, path)
     model.to(device).eval()

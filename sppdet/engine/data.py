@@ -19,13 +19,12 @@ from ..config import Config
 from ..data.augment import rotate_hue
 from ..data.dataset import DetectionDataset
 from ..data.image_io import read_image
-from ..errors import ConfigError
 from ..modeling.features import collate_images, prepare_image
 from ..modeling.sampler import sample_windows
 from ..structures import BoxCoder, hflip_boxes
 
 
-def _mix(*values: int) -> int:
+def mix_seed(*values: int) -> int:
     """Stable 63-bit mix of integers (seeds must not depend on Python's hash salt)."""
     h = 1469598103934665603
     for v in values:
@@ -49,7 +48,7 @@ class SampleStream(Sampler):
         self.world_size = world_size
 
     def _perm(self, epoch: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(_mix(self.seed, epoch))
+        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
         return torch.randperm(self.n, generator=g)
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:
@@ -59,7 +58,7 @@ class SampleStream(Sampler):
             e = pos // self.n
             if e != epoch:
                 epoch, perm = e, self._perm(e)
-            yield int(perm[pos % self.n]), _mix(self.seed, pos, 7)
+            yield int(perm[pos % self.n]), mix_seed(self.seed, pos, 7)
             pos += self.world_size
 
 
@@ -72,11 +71,6 @@ class WindowDataset(Dataset):
         self.cfg = cfg
         self.normalization = normalization
         self.box_coder = BoxCoder(cfg.model.box_weights)
-        tc = cfg.train
-        if not 0.0 <= tc.hue_jitter <= 180.0:
-            raise ConfigError(f"train.hue_jitter: must be in [0, 180] degrees, got {tc.hue_jitter}")
-        if not 0.0 <= tc.hue_jitter_prob <= 1.0:
-            raise ConfigError(f"train.hue_jitter_prob: must be in [0, 1], got {tc.hue_jitter_prob}")
 
     def __len__(self) -> int:
         return len(self.dataset)

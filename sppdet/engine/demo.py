@@ -7,7 +7,15 @@ import time
 from pathlib import Path
 from typing import Dict, Sequence
 
+from ..api import Detector
 from ..config import load_config
+from ..data.build import build_dataset
+from ..data.synthetic import generate_sample_dataset
+from ..proposals.build import get_proposals
+from .checkpoint import load_checkpoint
+from .detect import run_detect
+from .run import evaluate_checkpoint
+from .train import LAST, model_config_mismatch, train
 
 log = logging.getLogger("sppdet.demo")
 
@@ -21,14 +29,6 @@ def run_demo(
     num_test: int = 160,
 ) -> Dict:
     """Run the whole pipeline on the generated sample set; returns a summary dict."""
-    from ..api import Detector  # upward (engine -> top): the demo is a top-level orchestrator
-    from ..data.build import build_dataset
-    from ..data.synthetic import generate_sample_dataset
-    from ..proposals.build import get_proposals
-    from .detect import run_detect
-    from .run import evaluate_checkpoint
-    from .train import train
-
     t0 = time.time()
     timings = {}
     log.info("[1/5] sample data -> %s", data_dir)
@@ -74,9 +74,6 @@ def run_demo(
 def _set_aside_other_model(cfg, out: Path) -> None:
     """The demo resumes an interrupted run; a run of another model (an older demo config) is
     renamed to ``<out>.old-<time>`` instead, so the demo starts over and nothing is lost."""
-    from .checkpoint import load_checkpoint
-    from .train import LAST, model_config_mismatch
-
     last = out / LAST
     if not last.is_file():
         return

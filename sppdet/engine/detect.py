@@ -46,8 +46,8 @@ from ..errors import DataError, SppdetError
 from ..evaluation.writer import DetectionsWriter, read_journal
 from ..fileio import atomic_write, make_output_dir
 from ..proposals.io import load_proposals
+from ..utils import comm as du
 from ..visualize import draw_detections
-from . import distributed as du
 
 log = logging.getLogger("sppdet.detect")
 

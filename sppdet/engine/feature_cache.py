@@ -54,7 +54,7 @@ import torch
 from ..errors import SppdetError
 from ..fileio import atomic_write, save_json
 from ..structures import box_iou, clip_boxes, hflip_boxes, valid_boxes_mask
-from . import distributed as du
+from ..utils import comm as du
 
 log = logging.getLogger("sppdet.paper")
 

@@ -9,8 +9,9 @@ when the checkpoint carries the paper recipe's models and ``train.paper.scorer``
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
-from typing import Callable, Dict, List, Optional, Sequence, Union, cast
+from typing import Dict, List, Optional, Sequence, Union, cast
 
 import numpy as np
 import torch
@@ -18,13 +19,12 @@ import torch
 from ..config import Config
 from ..data.dataset import DetectionDataset
 from ..data.image_io import read_image
-from ..errors import ConfigError
-from ..evaluation.detections import ImageDetections
 from ..evaluation.writer import DetectionsWriter
 from ..modeling.detector import SPPDetector
 from ..modeling.postprocess import PostProcess
-from ..structures import BoxCoder, clip_boxes, hflip_boxes, valid_boxes_mask
-from . import distributed as du
+from ..modeling.scorer import WindowScorer
+from ..structures import BoxCoder, ImageDetections, clip_boxes, hflip_boxes, valid_boxes_mask
+from ..utils import comm as du
 
 log = logging.getLogger("sppdet.infer")
 
@@ -49,7 +49,7 @@ class Predictor:
         cfg: Config,
         class_names: Sequence[str],
         device: Union[str, torch.device] = "cpu",
-        scorer: Optional[Callable] = None,
+        scorer: Optional[WindowScorer] = None,
     ) -> None:
         self.model = model
         self.cfg = cfg
@@ -60,8 +60,6 @@ class Predictor:
         self.postprocess = PostProcess(
             BoxCoder(cfg.model.box_weights), tc.score_thresh, tc.nms_thresh, tc.max_detections
         )
-        if tc.amp not in AMP_DTYPES:
-            raise ConfigError(f"test.amp: '{tc.amp}' is not one of {', '.join(AMP_DTYPES)}")
         self.amp_dtype = AMP_DTYPES[tc.amp] if self.device.type == "cuda" else None
         if tc.amp != "off" and self.device.type != "cuda":
             # a checkpoint trained with test.amp on a GPU must still run on a laptop: not an error
@@ -219,15 +217,16 @@ def run_on_dataset(
     cfg = predictor.cfg
     if config:
         user = load_config(config, overrides)
-        cfg.data, cfg.proposals = user.data, user.proposals
+        cfg = dataclasses.replace(cfg, data=user.data, proposals=user.proposals)
     if dataset is None:
         dataset = build_dataset(cfg, "test")
-    _check_classes(dataset, predictor.class_names, weights)
+    check_classes(dataset, predictor.class_names, weights)
     store = get_proposals(cfg, dataset, "test", output_dir or cfg.output_dir)
     return detect_dataset(predictor, dataset, store, writer=writer)
 
 
-def _check_classes(dataset: DetectionDataset, class_names: Sequence[str], weights: str) -> None:
+def check_classes(dataset: DetectionDataset, class_names: Sequence[str], weights: str) -> None:
+    """A one-line :class:`CheckpointError` unless the checkpoint ``weights`` has the dataset's classes."""
     from ..errors import CheckpointError
 
     if list(dataset.class_names) != list(class_names):

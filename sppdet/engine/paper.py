@@ -36,6 +36,7 @@ rank 0 writes outputs other than cache shards.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -47,12 +48,12 @@ import numpy as np
 import torch
 
 from ..config import Config, config_to_dict, save_config
-from ..errors import ConfigError, SppdetError
+from ..errors import SppdetError
 from ..fileio import make_output_dir, save_json, torch_load, torch_save
 from ..structures import BoxCoder, box_iou
-from . import distributed as du
+from ..utils import comm as du
 from .checkpoint import restore_model, save_checkpoint
-from .data import _mix
+from .data import mix_seed
 from .feature_cache import CacheError, FeatureCache, build_feature_cache
 
 log = logging.getLogger("sppdet.paper")
@@ -88,11 +89,9 @@ def train_paper(cfg: Config, output_dir: Optional[str] = None, resume: bool = Fa
 
     if stage != "all" and stage not in STAGES:
         raise SppdetError(f"--stage: unknown stage '{stage}' (use all, {', '.join(STAGES)})")
-    if cfg.train.paper.scorer not in ("svm", "softmax"):
-        raise ConfigError(f"train.paper.scorer: unknown scorer '{cfg.train.paper.scorer}' (use svm or softmax)")
     du.init_distributed(cfg.device)
     out = Path(output_dir or cfg.output_dir)
-    cfg.output_dir = str(out)
+    cfg = dataclasses.replace(cfg, output_dir=str(out))
     make_output_dir(out)
     if du.is_main_process():
         save_config(cfg, out / "config.yaml")
@@ -333,7 +332,7 @@ class PaperTrainer:
             lr = pc.finetune_lr * tc.lr_gamma ** sum(1 for s in pc.finetune_lr_steps if it >= s)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            rng = np.random.default_rng(_mix(tc.seed, it, 11))
+            rng = np.random.default_rng(mix_seed(tc.seed, it, 11))
             pick_fg = fg[rng.integers(0, fg.size, num_fg)] if num_fg else fg[:0]
             pick_bg = bg[rng.integers(0, bg.size, pc.finetune_batch - num_fg)]
             windows = np.concatenate([pick_fg, pick_bg])
@@ -350,7 +349,7 @@ class PaperTrainer:
             x = torch.from_numpy(self.cache.gather(windows[share])).to(self.device)
             labels, targets = labels[share], targets[share]
             # dropout masks: same on resume; each rank its own
-            torch.manual_seed(_mix(tc.seed, it, 13) if rank == 0 else _mix(tc.seed, it, 13, rank))
+            torch.manual_seed(mix_seed(tc.seed, it, 13) if rank == 0 else mix_seed(tc.seed, it, 13, rank))
             losses = loss_fn(ddp_head(x), labels.to(self.device), targets.to(self.device))
             objective, logged = losses["loss"], losses
             if world > 1:
@@ -427,7 +426,7 @@ class PaperTrainer:
 
     def _sample_windows(self, n: int, seed: int) -> np.ndarray:
         total = self.cache.num_windows
-        rng = np.random.default_rng(_mix(self.cfg.train.seed, seed))
+        rng = np.random.default_rng(mix_seed(self.cfg.train.seed, seed))
         return np.sort(rng.choice(total, min(n, total), replace=False))
 
     def _stage_svm(self, summary: Dict, allow_redo_finetune: bool) -> bool:
@@ -487,7 +486,7 @@ class PaperTrainer:
         from ..svm import MiningImage
 
         thresh = self.cfg.train.paper.svm_neg_iou
-        order = np.random.default_rng(_mix(self.cfg.train.seed, epoch, 17)).permutation(len(self.cache))
+        order = np.random.default_rng(mix_seed(self.cfg.train.seed, epoch, 17)).permutation(len(self.cache))
         for s in tqdm(
             order, desc=f"svm mining (epoch {epoch + 1})", unit="view", disable=not self.progress, mininterval=1.0
         ):

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Dict, Optional
 
 from ..config import Config
+from ..data.build import build_dataset
 from ..errors import ConfigError
+from ..evaluation import evaluate
+from ..evaluation.detections import save_detections
+from ..evaluation.report import format_table, write_report
+from ..proposals.build import get_proposals
+from ..utils import comm as du
+from .infer import check_classes, detect_dataset, load_predictor
+from .paper import train_paper
+from .train import train
 
 log = logging.getLogger("sppdet.train")
 
@@ -20,15 +30,9 @@ def run_training(
     if cfg.train.recipe == "end2end":
         if stage != "all":
             raise ConfigError("--stage applies to train.recipe=paper only")
-        from .train import train
-
         summary = train(cfg, out, resume=resume)
-    elif cfg.train.recipe == "paper":
-        from .paper import train_paper
-
+    else:  # "paper" (config.py admits only these two)
         summary = train_paper(cfg, out, resume=resume, stage=stage)
-    else:
-        raise ConfigError(f"train.recipe: unknown recipe '{cfg.train.recipe}' (use end2end or paper)")
     if evaluate:
         summary["metrics"] = evaluate_checkpoint(summary["checkpoint"], out)
     return summary
@@ -36,20 +40,10 @@ def run_training(
 
 def evaluate_checkpoint(weights: str, output_dir: str, overrides=()) -> Dict:
     """Detect on the checkpoint's test split, evaluate, and write metrics + report to output_dir/eval."""
-    import time
-
-    from ..data.build import build_dataset
-    from ..evaluation import evaluate
-    from ..evaluation.detections import save_detections
-    from ..evaluation.report import format_table, write_report
-    from ..proposals.build import get_proposals
-    from . import distributed as du
-    from .infer import _check_classes, detect_dataset, load_predictor
-
     predictor = load_predictor(weights, overrides, "auto")
     cfg = predictor.cfg
     dataset = build_dataset(cfg, "test")
-    _check_classes(dataset, predictor.class_names, weights)
+    check_classes(dataset, predictor.class_names, weights)
     store = get_proposals(cfg, dataset, "test", output_dir)
     t0 = time.time()
     dets = detect_dataset(predictor, dataset, store)

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from ..data.dataset import DetectionDataset
 from ..errors import DataError
@@ -46,7 +48,8 @@ def dataset_to_coco_dict(dataset: DetectionDataset) -> Dict:
     """A COCO instances dict (images, annotations, categories) built from the records."""
     img_ids = coco_image_ids(dataset)
     cats = category_ids(dataset)
-    images, anns = [], []
+    images: List[Dict] = []
+    anns: List[Dict] = []
     for rec in dataset:
         iid = img_ids[rec.image_id]
         images.append(
@@ -70,8 +73,6 @@ def dataset_to_coco_dict(dataset: DetectionDataset) -> Dict:
 
 
 def _ground_truth(dataset: DetectionDataset):
-    from pycocotools.coco import COCO
-
     ann_file = dataset.meta.get("ann_file")
     if ann_file and Path(ann_file).is_file() and all(r.coco_id is not None for r in dataset):
         gt, _ = _quiet(COCO, str(ann_file))
@@ -91,8 +92,6 @@ def _ground_truth(dataset: DetectionDataset):
 
 def _results(gt, results: List[Dict]):
     """``gt.loadRes`` for a results list; an empty list gives an empty result set (no crash)."""
-    from pycocotools.coco import COCO
-
     if results:
         dt, _ = _quiet(gt.loadRes, results)
         return dt
@@ -104,8 +103,6 @@ def _results(gt, results: List[Dict]):
 
 def run_cocoeval(gt, results: List[Dict], img_ids=None, cat_ids=None):
     """Run ``COCOeval`` (bbox) quietly; returns the evaluator and the summary text."""
-    from pycocotools.cocoeval import COCOeval
-
     ev = COCOeval(gt, _results(gt, results), "bbox")
     if img_ids is not None:
         ev.params.imgIds = sorted(img_ids)

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -61,7 +60,7 @@ import numpy as np
 from ..data.dataset import DetectionDataset
 from ..errors import DataError
 from ..fileio import PathLike, atomic_write, load_json, save_json
-from ..structures import voc_to_xyxy, xywh_to_xyxy, xyxy_to_voc, xyxy_to_xywh
+from ..structures import Detections, ImageDetections, voc_to_xyxy, xywh_to_xyxy, xyxy_to_voc, xyxy_to_xywh
 
 FORMAT_NAME = "sppdet-detections"
 FORMAT_VERSION = 1
@@ -69,52 +68,11 @@ BOX_CONVENTION = "xyxy continuous pixels"
 
 _COMP_RE = re.compile(r"^(comp\d+)_det_(.+)\.txt$")
 
-
-@dataclass(eq=False)
-class ImageDetections:
-    """Detections of one image: ``boxes (N, 4) float32`` (ours), ``scores (N,)``, ``labels (N,)`` 1..K."""
-
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
-    scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
-    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
-
-    def __post_init__(self) -> None:
-        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
-        n = len(self.boxes)
-        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(n)
-        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(n)
-
-    @classmethod
-    def empty(cls) -> "ImageDetections":
-        return cls()
-
-    def __len__(self) -> int:
-        return len(self.boxes)
-
-    def select(self, keep: np.ndarray) -> "ImageDetections":
-        """The detections picked by a boolean mask or index array."""
-        return ImageDetections(self.boxes[keep], self.scores[keep], self.labels[keep])
-
-    @staticmethod
-    def concat(parts: Sequence["ImageDetections"]) -> "ImageDetections":
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return ImageDetections()
-        return ImageDetections(
-            np.concatenate([p.boxes for p in parts]),
-            np.concatenate([p.scores for p in parts]),
-            np.concatenate([p.labels for p in parts]),
-        )
-
-
-Detections = Dict[str, ImageDetections]
-
-
 # ---------------------------------------------------------------------------------------
 # Checks shared by the readers
 
 
-def _score(v: float) -> float:
+def round_score(v: float) -> float:
     """A score as stored in files: 7 significant digits (float32 precision, short json)."""
     return float(f"{float(v):.7g}")
 
@@ -205,7 +163,7 @@ def sppdet_entry(
     scores = np.asarray(detections.scores, dtype=np.float32).reshape(-1).tolist()
     labels = np.asarray(detections.labels, dtype=np.int64).reshape(-1).tolist()
     entry["detections"] = [
-        {"class": _class_name(label, class_names), "label": int(label), "score": _score(score), "box": _box3(box)}
+        {"class": _class_name(label, class_names), "label": int(label), "score": round_score(score), "box": _box3(box)}
         for box, score, label in zip(boxes, scores, labels)
     ]
     return entry
@@ -315,7 +273,8 @@ def load_sppdet_detections(path: PathLike, dataset: Optional[DetectionDataset] =
 # VOC comp4
 
 
-def _fmt(v: float) -> str:
+def format_number(v: float) -> str:
+    """A coordinate as written to comp4 files: at most 2 decimals, no trailing zeros."""
     return f"{v:.2f}".rstrip("0").rstrip(".") if math.isfinite(v) else str(v)
 
 
@@ -325,7 +284,7 @@ def comp4_lines(image_id: str, detections) -> Iterator[Tuple[int, str]]:
     scores = np.asarray(detections.scores, dtype=np.float32).reshape(-1).tolist()
     labels = np.asarray(detections.labels, dtype=np.int64).reshape(-1).tolist()
     for box, score, label in zip(voc.tolist(), scores, labels):
-        yield int(label), f"{image_id} {score:.7g} " + " ".join(_fmt(v) for v in box)
+        yield int(label), f"{image_id} {score:.7g} " + " ".join(format_number(v) for v in box)
 
 
 def save_comp4(
@@ -429,7 +388,7 @@ def coco_image_ids(dataset: DetectionDataset) -> Dict[str, int]:
     """
     recs = dataset.records
     if recs and all(r.coco_id is not None for r in recs):
-        return {r.image_id: int(r.coco_id) for r in recs}
+        return {r.image_id: int(r.coco_id or 0) for r in recs}  # all set (checked above)
     if recs and all(r.image_id.isdigit() for r in recs) and len({int(r.image_id) for r in recs}) == len(recs):
         return {r.image_id: int(r.image_id) for r in recs}
     return {r.image_id: i + 1 for i, r in enumerate(recs)}
@@ -466,7 +425,7 @@ def coco_rows(coco_image_id: int, detections, category_ids: Optional[Sequence[in
             "image_id": coco_image_id,
             "category_id": int(category_ids[label - 1] if category_ids is not None else label),
             "bbox": [round(v, 3) for v in box],
-            "score": _score(score),
+            "score": round_score(score),
         }
         for box, score, label in zip(xywh.tolist(), scores, labels)
     ]
@@ -548,4 +507,5 @@ def load_detections(path: PathLike, dataset: DetectionDataset, split: Optional[s
 
 
 def num_detections(detections: Detections) -> int:
+    """Number of detections over all images."""
     return sum(len(d) for d in detections.values())

@@ -21,11 +21,15 @@ import re
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+import cv2
 import numpy as np
 
 from ..data.dataset import DetectionDataset, ImageRecord
+from ..data.image_io import read_image
 from ..errors import SppdetError
 from ..fileio import PathLike, atomic_write, save_json, save_text
+from ..visualize import draw_detections
+from .coco import STAT_NAMES
 from .detections import Detections, ImageDetections
 from .voc import IGNORED, TP, match_image
 
@@ -51,8 +55,6 @@ def format_table(metrics: Dict) -> str:
         lines.append(f"{name:<{width}}  {num_gt.get(name, ''):>7}  {num_det.get(name, ''):>8}  {_f(v):>11}")
     metric = metrics.get("metric", "?")
     if metric == "coco":
-        from .coco import STAT_NAMES
-
         stats = [f"{k}={_f(metrics[k], 3)}" for k in STAT_NAMES if k in metrics]
         lines += ["  ".join(stats[:6]), "  ".join(stats[6:])]
         lines.append(f"mAP (coco, AP@[.5:.95]) = {_f(metrics.get('mAP'))}")
@@ -89,6 +91,7 @@ def save_metrics(metrics: Dict, path: PathLike) -> None:
 
 def plot_pr_curve(name: str, recall, precision, ap: Optional[float] = None) -> bytes:
     """PNG bytes of one precision-recall curve."""
+    # matplotlib is imported here, not at the top: it costs ~0.7 s to import and only plots need it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -132,27 +135,16 @@ def _safe_names(names: List[str]) -> List[str]:
 
 def _read_rgb(path: str) -> Optional[np.ndarray]:
     try:
-        from ..data.image_io import read_image
-    except ImportError:
-        read_image = None
-    if read_image is not None:
-        try:
-            return read_image(path)
-        except (SppdetError, OSError) as e:
-            log.warning("report: cannot read %s (%s)", path, e)
-            return None
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return read_image(path)
+    except (SppdetError, OSError) as e:
+        log.warning("report: cannot read %s (%s)", path, e)
+        return None
 
 
 def draw_matches(
     image: np.ndarray, rec: ImageRecord, dets: ImageDetections, class_names: List[str], iou_thresh: float = 0.5
 ) -> Tuple[np.ndarray, Dict[str, int]]:
     """The image with ``dets`` coloured by match status and missed gt dashed; and the counts."""
-    from ..visualize import draw_detections
-
     items: List[Tuple] = []  # (box, label, score, colour, dashed); score -1 = gt, drawn without a score
     counts = {"tp": 0, "fp": 0, "missed": 0}
     ignore_gt = rec.difficult | rec.iscrowd
@@ -184,8 +176,6 @@ def _example_images(
     iou_thresh: float,
     max_side: int,
 ) -> List[Dict]:
-    import cv2
-
     candidates = [r for r in dataset if r.num_objects or len(detections.get(r.image_id, ImageDetections()))]
     if not candidates or num_images <= 0:
         return []

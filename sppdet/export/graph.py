@@ -23,7 +23,7 @@ import torchvision
 from torch import Tensor, nn
 
 from ..config import Config
-from ..modeling.backbone import normalize_image
+from ..data.transforms import normalize_image
 from ..modeling.detector import SPPDetector
 from ..structures import BoxCoder
 from .resize import image_size, resize_to_factor, scale_factor

@@ -1,5 +1,6 @@
 """sppdet.modeling: backbone (conv features + projection geometry), multi-scale features, SPP head."""
 
-from .backbone import Backbone, build_backbone, feature_geometry, load_weights, normalize_image
+from ..data.transforms import normalize_image
+from .backbone import Backbone, build_backbone, feature_geometry, load_weights
 
 __all__ = ["Backbone", "build_backbone", "feature_geometry", "load_weights", "normalize_image"]

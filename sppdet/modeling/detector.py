@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..layers.spp import RoISpatialPyramidPool
-from .backbone import build_backbone
+from .backbone import Backbone, build_backbone
 from .features import ImageBatch, assign_scales, collate_images, prepare_image
 from .head import SPPHead
 
@@ -36,9 +36,16 @@ from .head import SPPHead
 class SPPDetector(nn.Module):
     """Backbone + region SPP + fc head (see module docstring)."""
 
+    backbone: Backbone
+    spp: RoISpatialPyramidPool
+    head: SPPHead
+    spp_dim: int
+    num_classes: int
+    normalization: str
+
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         num_classes: int,
         spp_levels: Sequence[int] = (6, 3, 2, 1),
         spp_mode: str = "max",
@@ -146,6 +153,7 @@ def inference_backbone(backbone: nn.Module) -> nn.Module:
     with torch.inference_mode(False), torch.no_grad():
         fast = None
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules()):
+            # torch.fx is only needed (and only imported) when there is a batch-norm to fold
             from torch.fx.experimental.optimization import fuse
 
             try:

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..data.transforms import normalize_image
 from ..structures import box_area
 
 
@@ -96,9 +97,11 @@ class ImageBatch:
     sizes: List[Tuple[int, int]]
 
     def to(self, device) -> "ImageBatch":
+        """The batch with its image tensors on ``device``."""
         return ImageBatch([im.to(device, non_blocking=True) for im in self.images], self.factors, self.sizes)
 
     def pin_memory(self) -> "ImageBatch":
+        """The batch with its image tensors in pinned memory (DataLoader ``pin_memory``)."""
         return ImageBatch([im.pin_memory() for im in self.images], self.factors, self.sizes)
 
 
@@ -109,8 +112,6 @@ def prepare_image(
 
     Returns one ``(3, H_s, W_s)`` float tensor per scale and the resize factors.
     """
-    from .backbone import normalize_image
-
     h, w = image.shape[:2]
     factors = scale_factors(h, w, scales, max_size)
     out = []
@@ -129,4 +130,4 @@ def collate_images(
     num_scales = len(prepared[0][0])
     images = [pad_batch([p[0][s] for p in prepared], size_divisible) for s in range(num_scales)]
     factors = torch.tensor([p[1] for p in prepared], dtype=torch.float64)
-    return ImageBatch(images, factors, [tuple(int(v) for v in s) for s in sizes])
+    return ImageBatch(images, factors, [(int(s[0]), int(s[1])) for s in sizes])

@@ -38,6 +38,7 @@ class SPPHead(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """fc layers Kaiming-uniform, classifier N(0, 0.01), box regressor N(0, 0.001), zero biases."""
         for m in self.fc:
             if isinstance(m, nn.Linear):
                 nn.init.kaiming_uniform_(m.weight, a=1)  # keeps activations O(1) through ReLU
@@ -52,10 +53,12 @@ class SPPHead(nn.Module):
         return self.fc(x)
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Pooled ``x (R, D)`` -> ``cls_logits (R, K+1)``, ``bbox_deltas (R, 4K)``, ``fc7``."""
         f = self.fc(x)
         return {"cls_logits": self.cls_score(f), "bbox_deltas": self.bbox_pred(f), "fc7": f}
 
     def linear_layers(self):
+        """The fc layers (a Linear, or a Sequential pair after :meth:`compress_svd`)."""
         return [m for m in self.fc if isinstance(m, (nn.Linear, nn.Sequential))]
 
     @torch.no_grad()
@@ -69,6 +72,7 @@ class SPPHead(nn.Module):
         idx = [i for i, m in enumerate(self.fc) if isinstance(m, nn.Linear)]
         for layer_no, (i, rank) in enumerate(zip(idx, ranks)):
             lin = self.fc[i]
+            assert isinstance(lin, nn.Linear)  # idx holds the Linear layers only
             if rank <= 0 or rank >= min(lin.in_features, lin.out_features):
                 continue
             u, s, vh = torch.linalg.svd(lin.weight.double(), full_matrices=False)

@@ -29,6 +29,7 @@ class FastRCNNLoss:
     def __call__(
         self, outputs: Dict[str, torch.Tensor], labels: torch.Tensor, targets: torch.Tensor
     ) -> Dict[str, torch.Tensor]:
+        """``loss_cls`` (cross-entropy) and ``loss_box`` (smooth-L1 on foreground windows) of a batch."""
         logits = outputs["cls_logits"]
         loss_cls = F.cross_entropy(logits, labels)
         fg = torch.nonzero(labels > 0).flatten()

@@ -29,6 +29,7 @@ class PostProcess:
     def __call__(
         self, scores: torch.Tensor, deltas: torch.Tensor, proposals: torch.Tensor, image_size: Tuple[int, int]
     ) -> Dict[str, torch.Tensor]:
+        """Scores and deltas of one image's windows -> boxes, scores, labels after NMS."""
         num_classes = scores.shape[1] - 1
         proposals = proposals.to(scores.dtype)
         if deltas is not None:

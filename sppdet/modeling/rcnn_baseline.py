@@ -37,11 +37,14 @@ from __future__ import annotations
 
 from typing import Dict, Iterator
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
 from torchvision.ops import roi_align
 
+from ..data.transforms import normalize_image
+from .detector import SPPDetector
 from .features import ImageBatch
 
 #: R-CNN's warped input size and context padding (pixels of the warped frame, per side).
@@ -88,7 +91,6 @@ def warp_windows(
             sampling_ratio=1,
             aligned=True,
         )
-    import cv2
 
     # one replicated pixel around the image, as roi_align clamps samples less than 1 px outside
     src = cv2.copyMakeBorder(image.permute(1, 2, 0).contiguous().numpy(), 1, 1, 1, 1, cv2.BORDER_REPLICATE)
@@ -118,7 +120,7 @@ class RCNNBaseline(nn.Module):
     """
 
     def __init__(
-        self, detector: nn.Module, crop_size: int = CROP_SIZE, context: int = CONTEXT, batch_size: int = 32
+        self, detector: SPPDetector, crop_size: int = CROP_SIZE, context: int = CONTEXT, batch_size: int = 32
     ) -> None:
         super().__init__()
         self.detector = detector
@@ -128,8 +130,6 @@ class RCNNBaseline(nn.Module):
 
     def prepare(self, image_rgb: np.ndarray) -> torch.Tensor:
         """Normalise an RGB uint8 ``HxWx3`` image at its own resolution: ``(3, H, W)``."""
-        from .backbone import normalize_image
-
         return normalize_image(np.ascontiguousarray(image_rgb), self.detector.normalization)
 
     def warp(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -163,6 +163,7 @@ class RCNNBaseline(nn.Module):
         return torch.cat(list(self.batches(image, boxes)))
 
     def forward(self, image: torch.Tensor, boxes: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Head outputs for every window of ``boxes`` on ``image``, R-CNN style (warped crops)."""
         outs = [self.detector.head(pooled) for pooled in self.batches(image, boxes)]
         if not outs:
             return self.detector.head(image.new_zeros((0, self.detector.spp_dim)))

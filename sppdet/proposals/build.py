@@ -33,23 +33,25 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
-from ..config import Config, ProposalConfig
-from ..engine import distributed as du
+from ..config import Config, ProposalConfig, ProposalMethod, choices
+from ..data.image_io import read_image
 from ..errors import ConfigError, DataError
 from ..structures import clip_boxes
+from ..utils import comm as du
 from .edge_boxes import edge_boxes
-from .io import RawProposals, load_proposals, sanitize_proposals, write_store
+from .io import RawProposals, load_proposals, log_report, sanitize_proposals, write_store
 from .selective_search import selective_search
 from .store import ProposalStore, save_proposals
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("ss-fast", "ss-quality", "edgeboxes")
+METHODS = tuple(m for m in choices(ProposalMethod) if m != "file")  # computed methods; config.py lists them
 #: Bump when a generator's output changes for the same parameters (invalidates caches).
 ALGORITHM_VERSION = 1
 
@@ -151,7 +153,6 @@ def _worker_init() -> None:
 
 def _compute_one(task: Tuple[str, str, int, int, str, ProposalConfig]):
     image_id, file_name, width, height, method, pcfg = task
-    from ..data.image_io import read_image
 
     image = read_image(file_name)
     boxes, scores = compute_proposals(image, method, pcfg)
@@ -255,8 +256,6 @@ def compute_dataset_proposals(
 def _run_tasks(
     todo, workers: int, partial: Path, key: str, done: RawProposals, chunk_size: int, progress: bool, method: str
 ) -> None:
-    from tqdm import tqdm
-
     buffer: List = []
     bar = tqdm(
         total=len(todo), desc=f"proposals ({method})", unit="img", disable=not progress or None, dynamic_ncols=True
@@ -269,7 +268,7 @@ def _run_tasks(
             # can deadlock the children (seen with cv2 after image generation in the same process)
             ctx = multiprocessing.get_context("spawn")
             pool = ctx.Pool(min(workers, len(todo)), initializer=_worker_init)
-            results = pool.imap(_compute_one, todo, chunksize=max(1, min(4, len(todo) // (workers * 8) or 1)))
+            results: Iterator = pool.imap(_compute_one, todo, chunksize=max(1, min(4, len(todo) // (workers * 8) or 1)))
         else:
             cv2.setNumThreads(1)
             results = map(_compute_one, todo)
@@ -324,10 +323,6 @@ def get_proposals(
         store = _file_store(path, key, dataset, source, pcfg) if du.is_main_process() else None
         du.barrier()
         return store if store is not None else ProposalStore(path)
-    if pcfg.method not in METHODS:
-        raise ConfigError(
-            f"proposals.method: unknown method '{pcfg.method}' (use 'file' or one of {', '.join(METHODS)})"
-        )
     key = _key({"params": _method_params(pcfg.method, pcfg), "ids": ids_hash(ids)})
     path = folder / f"{dname}-{split}-{pcfg.method}-{key}.npz"
     cached = _open_cached(path, key, ids) if du.is_main_process() else None
@@ -346,9 +341,7 @@ def _file_store(path: Path, key: str, dataset, source: str, pcfg: ProposalConfig
     if cached is not None:
         logger.info("using proposals from %s (cleaned copy: %s)", source, path)
         if isinstance(cached.meta.get("report"), dict):
-            from .io import _log_report
-
-            _log_report(f"{source}: ", cached.meta["report"])  # repeat what the clean-up dropped
+            log_report(f"{source}: ", cached.meta["report"])  # repeat what the clean-up dropped
         return cached
     logger.info("reading proposals from %s", source)
     raw = load_proposals(source, dataset=dataset, allow_pickle=pcfg.allow_pickle)

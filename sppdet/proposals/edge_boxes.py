@@ -134,8 +134,8 @@ def edge_boxes(
         minBoxArea=min_box_area,
         maxAspectRatio=max_aspect_ratio,
     )
-    rects, scores = eb.getBoundingBoxes(edges, orientation)
-    rects = np.asarray(rects, dtype=np.float32).reshape(-1, 4)
+    found, scores = eb.getBoundingBoxes(edges, orientation)
+    rects = np.asarray(found, dtype=np.float32).reshape(-1, 4)
     # opencv returns ((), None) when it finds nothing (flat or tiny images): no boxes, not NaN
     scores = np.asarray(scores if scores is not None else [], dtype=np.float32).reshape(-1)
     if len(scores) != len(rects):

@@ -50,7 +50,9 @@ import pickle
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+import h5py
 import numpy as np
+import scipy.io
 
 from ..errors import DataError
 from ..structures import clip_boxes, rcnn_mat_to_xyxy, xywh_to_xyxy, zero_based_inclusive_to_xyxy
@@ -113,8 +115,6 @@ def _identity(b: np.ndarray) -> np.ndarray:
 
 def _h5_value(f, obj) -> Any:
     """A MATLAB v7.3 dataset as numpy in MATLAB's (row, col) order, with chars as a str."""
-    import h5py
-
     if isinstance(obj, h5py.Reference):
         obj = f[obj]
     attrs = obj.attrs
@@ -133,13 +133,10 @@ def _h5_value(f, obj) -> Any:
 
 def _read_mat(path: Path) -> Dict[str, Any]:
     """Variables of a ``.mat`` file: v7.3 (HDF5) via h5py, v5 via scipy."""
-    import h5py
-
     try:
         if h5py.is_hdf5(str(path)):
             with h5py.File(path, "r") as f:
                 return {k: _h5_value(f, f[k]) for k in f.keys() if not k.startswith("#")}
-        import scipy.io
 
         raw = scipy.io.loadmat(str(path), squeeze_me=False, struct_as_record=False)
     except DataError:
@@ -551,11 +548,12 @@ def sanitize_proposals(
         report["boxes_out"] += len(boxes)
         clean[image_id] = (np.ascontiguousarray(boxes, dtype=np.float32), scores)
     report["images"] = len(clean)
-    _log_report(where, report)
+    log_report(where, report)
     return clean, report
 
 
-def _log_report(where: str, r: Dict[str, int]) -> None:
+def log_report(where: str, r: Dict[str, int]) -> None:
+    """Log, as warnings, what :func:`sanitize_proposals` dropped (``where`` prefixes each line)."""
     if r["empty_images"]:
         logger.warning("%s%d of %d images have no proposals", where, r["empty_images"], r["images"])
     if r["dropped_invalid"]:

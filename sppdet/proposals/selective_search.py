@@ -153,7 +153,7 @@ def selective_search(
         base_k = int(ks[0]) if ks else 150
         ss.switchToSelectiveSearchQuality(base_k, base_k, float(sigma))
     _seed_c_rand(seed)
-    rects = ss.process()
+    rects = np.asarray(ss.process())
     sx, sy = small.shape[1] / float(width), small.shape[0] / float(height)
     boxes = rects_to_boxes(rects, sx, sy, width, height)
     return finish_boxes(boxes, max_boxes, min_size)

@@ -30,12 +30,11 @@ import numpy as np
 
 from ..errors import DataError
 from ..fileio import atomic_write
+from .source import Proposals
 
 FORMAT_VERSION = 1
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # zip local file header, 30 bytes
 _REQUIRED = ("ids", "offsets", "boxes", "meta")
-
-Proposals = Tuple[np.ndarray, Optional[np.ndarray]]
 
 
 def _check_boxes(boxes, image_id: str) -> np.ndarray:
@@ -89,7 +88,7 @@ def save_proposals(
         arrays["scores"] = np.concatenate(scores) if scores else np.zeros((0,), np.float32)
     path = Path(path)
     with atomic_write(path, "wb") as f:
-        np.savez(f, **arrays)  # ZIP_STORED: members can be memory-mapped
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # ZIP_STORED: members can be memory-mapped
     return path
 
 
@@ -214,14 +213,17 @@ class ProposalStore:
     # -- access --------------------------------------------------------------------------
     @property
     def ids(self) -> List[str]:
+        """Image ids in store order."""
         return list(self._ids)
 
     @property
     def has_scores(self) -> bool:
+        """Whether the store holds a score per box."""
         return self._scores is not None
 
     @property
     def num_boxes(self) -> int:
+        """Total number of boxes over all images."""
         return int(self._offsets[-1])
 
     def __len__(self) -> int:

@@ -4,13 +4,20 @@ targets here: the figures come from ``tools/benchmark.py`` runs."""
 
 from types import SimpleNamespace
 
-from sppdet.benchmarks import BENCHMARKS, run_benchmark
+import pytest
+
+from sppdet.benchmarks import BENCHMARKS, get_benchmark, run_benchmark
+from sppdet.errors import SppdetError
 
 QUICK = SimpleNamespace(quick=True, repeat=1, device="cpu")
 
 
-def test_registered():
-    assert {"rcnn-vs-spp", "vs-torchvision", "memory"} <= set(BENCHMARKS)
+def test_every_registered_benchmark_resolves_to_a_function():
+    for name in BENCHMARKS:
+        assert callable(get_benchmark(name)), name
+    assert {"spp", "proposals", "rcnn-vs-spp", "vs-torchvision", "memory"} <= set(BENCHMARKS)
+    with pytest.raises(SppdetError, match=r"unknown benchmark 'nope' \(known: memory, proposals, rcnn-vs-spp"):
+        get_benchmark("nope")
 
 
 def test_rcnn_vs_spp_quick():
@@ -25,19 +32,18 @@ def test_rcnn_vs_spp_quick():
         "gflops",
         "flop_ratio_conv",
         "flop_ratio_total",
-        "meets_target",
         "speedup_total_cpu_time",
-        "meets_target_cpu_time",
     } <= set(r)
+    assert not any(k.startswith(("meets_target", "target")) for k in r)  # goals live in docs/benchmarks.md
     assert r["setup"]["rcnn_timed_windows"] < r["setup"]["rcnn_scaled_linearly_to"] == r["setup"]["windows"] == 50
     for key in ("full_fc", "svd_fc", "svd_low_rank_fc"):
         assert r["speedup_total"][key] > 0 and r["speedup_total_cpu_time"][key] > 0 and r["flop_ratio_total"][key] > 1
-        assert isinstance(r["meets_target"][key], bool)
     # every R-CNN window runs the whole conv stack: far more conv FLOPs than one image pass
     assert r["gflops"]["rcnn_conv"] > r["gflops"]["spp_conv"]
     assert r["gflops"]["fc"]["svd_low_rank_fc"] <= r["gflops"]["fc"]["svd_fc"] < r["gflops"]["fc"]["full_fc"]
 
 
+@pytest.mark.slow  # 14 s measured (load 13-19 on 2 cores)
 def test_vs_torchvision_quick():
     r = run_benchmark("vs-torchvision", QUICK)
     assert {
@@ -45,11 +51,10 @@ def test_vs_torchvision_quick():
         "timings_ms",
         "latency_ms",
         "ratios",
-        "meets_target",
         "latency_ms_cpu_time",
         "ratios_cpu_time",
-        "meets_target_cpu_time",
     } <= set(r)
+    assert not any(k.startswith(("meets_target", "target")) for k in r)
     assert r["setup"]["ours"]["proposals"] == 50
     for key in (
         "torchvision_frcnn",
@@ -68,6 +73,7 @@ def test_vs_torchvision_quick():
     }
 
 
+@pytest.mark.slow  # 25 s measured (load 13-19 on 2 cores)
 def test_memory_quick_runs_in_a_child_process():
     r = run_benchmark("memory", QUICK)
     (m,) = r["models"].values()

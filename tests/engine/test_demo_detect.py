@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 import pytest
+from voc_reference import devkit_ap, parse_voc_boxes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,19 +60,42 @@ def demo_run(tmp_path_factory):
     return tmp, out, r
 
 
+@pytest.mark.slow  # 36 s measured (load 13-19 on 2 cores)
 def test_demo_runs_every_step(demo_run):
     tmp, out, r = demo_run
     assert "sample-set VOC07 mAP:" in r.stdout
     assert (out / "model_final.pth").is_file()
     assert (out / "eval" / "report.html").is_file()
-    metrics = json.loads((out / "eval" / "metrics.json").read_text())
-    assert 0.0 <= metrics["mAP"] <= 1.0
     drawn = sorted((out / "detect").glob("*.jpg"))
     assert len(drawn) == 4  # the 4 test images
     dets = json.loads((out / "detect" / "detections.json").read_text())
     assert dets["format"] == "sppdet-detections" and len(dets["images"]) == 4
 
 
+@pytest.mark.slow  # needs the demo run (the module fixture, ~35 s measured under load ~19)
+def test_demo_map_is_the_devkit_ap_of_its_detections(demo_run):
+    """The mAP the demo reports equals VOC07 AP recomputed by the devkit transcription
+    (tests/voc_reference.py) from the detections it wrote and the sample test annotations."""
+    tmp, out, _ = demo_run
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    dets = json.loads((out / "eval" / "detections.json").read_text())
+    voc = tmp / "sample" / "voc"
+    ids = (voc / "ImageSets" / "Main" / "test.txt").read_text().split()
+    raw = {i: parse_voc_boxes(voc / "Annotations" / f"{i}.xml") for i in ids}
+    lines = {c: [] for c in dets["classes"]}
+    for im in dets["images"]:
+        for d in im["detections"]:
+            x1, y1, x2, y2 = d["box"]  # ours -> devkit 1-based inclusive
+            lines[d["class"]].append((im["image_id"], d["score"], [x1 + 1, y1 + 1, x2, y2]))
+    with_gt = [c for c in dets["classes"] if any(o[0] == c and not o[2] for objs in raw.values() for o in objs)]
+    ref = {c: devkit_ap(raw, lines[c], c, 0.5, use_07_metric=True) for c in with_gt}
+    assert with_gt and sum(len(v) for v in lines.values()) > 0
+    for c in with_gt:
+        assert metrics["ap"][c] == pytest.approx(ref[c], abs=1e-6), c
+    assert metrics["mAP"] == pytest.approx(sum(ref.values()) / len(ref), abs=1e-6)
+
+
+@pytest.mark.slow  # 39 s measured (load 13-19 on 2 cores)
 def test_demo_sets_aside_a_run_of_another_model(demo_run, tmp_path):
     """Re-running the demo after its config changed the model starts over; the old run is kept."""
     import shutil
@@ -111,6 +135,7 @@ def _check_detections(path: Path, expect_images: int):
     return data
 
 
+@pytest.mark.slow  # 28 s measured (load 13-19 on 2 cores)
 def test_detect_on_voc07_demo_with_real_proposal_files(demo_run, tmp_path, shared_data):
     _, out, _ = demo_run
     demo = shared_data("voc07-demo")
@@ -151,6 +176,7 @@ def test_detect_on_voc07_demo_with_real_proposal_files(demo_run, tmp_path, share
     assert "000004.jpg: " in r.stdout and " 2888 proposals" in r.stdout
 
 
+@pytest.mark.slow  # 33 s measured (load 13-19 on 2 cores)
 def test_detect_on_coco_mini_folder_with_edgeboxes(demo_run, tmp_path, shared_data):
     _, out, _ = demo_run
     images = sorted(shared_data("coco-mini", "train2017").glob("*.jpg"))[:3]

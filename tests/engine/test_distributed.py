@@ -82,6 +82,7 @@ def setup(tmp_path_factory):
     return {"tmp": tmp, "config": config, "two": two, "one": one}
 
 
+@pytest.mark.slow  # 47 s measured (load 13-19 on 2 cores)
 def test_two_processes_train_like_one_with_the_double_batch(setup):
     tmp, one = setup["tmp"], setup["one"]
     two = json.loads((tmp / "two" / "train_log.json").read_text())
@@ -124,6 +125,7 @@ def test_proposals_sharded_over_ranks_equal_single_process(setup):
     assert not list((setup["tmp"] / "proposals").glob("*.partial"))
 
 
+@pytest.mark.slow  # 57 s measured (load 13-19 on 2 cores)
 def test_eval_tool_under_torchrun_matches_single_process(setup):
     tmp, weights = setup["tmp"], str(setup["tmp"] / "one" / "model_final.pth")
     r = torchrun("eval.py", "--weights", weights, "--config", str(setup["config"]), "--out", str(tmp / "eval2"))

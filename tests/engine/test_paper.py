@@ -103,6 +103,10 @@ def make_set(root: Path, num_train=16, num_test=8, seed=0):
     )
 
 
+# every test trains the paper recipe on a small set: 165 s for the module under load ~19 on 2 cores
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Tiny matrices: OpenMP threads only add overhead (a lot on a busy machine)."""

@@ -39,6 +39,7 @@ def _perturbed_gt(dataset, seed=0):
     return dets
 
 
+@pytest.mark.slow  # 13 s measured (load 13-19 on 2 cores)
 def test_matches_pycocotools_on_coco_mini(coco_mini, tmp_path):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -57,7 +58,7 @@ def test_matches_pycocotools_on_coco_mini(coco_mini, tmp_path):
     assert [ours[k] for k in STAT_NAMES] == pytest.approx(list(ev.stats), abs=1e-12)
     assert 0.2 < ours["AP"] < 0.9 and ours["mAP"] == ours["AP"]
     # the summary text is what pycocotools prints
-    summary_lines = [l for l in printed.getvalue().splitlines() if l.startswith(" Average")]
+    summary_lines = [line for line in printed.getvalue().splitlines() if line.startswith(" Average")]
     assert ours["summary"].splitlines() == summary_lines
     # per-class AP averages (over classes with gt) to AP
     per_class = [v for v in ours["ap"].values() if not math.isnan(v)]

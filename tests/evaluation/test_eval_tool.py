@@ -36,6 +36,7 @@ def _voc_args(dets):
     ]
 
 
+@pytest.mark.slow  # 59 s measured (load 13-19 on 2 cores)
 def test_eval_tool_on_bccd_val_writes_report(bccd_val_raw, tmp_path):
     ds = dataset_from_raw(bccd_val_raw)
     rng = np.random.default_rng(0)
@@ -59,6 +60,7 @@ def test_eval_tool_on_bccd_val_writes_report(bccd_val_raw, tmp_path):
     assert html.count("data:image/png;base64,") == 3 and html.count("data:image/jpeg;base64,") == 2
 
 
+@pytest.mark.slow  # 61 s measured (load 13-19 on 2 cores)
 def test_eval_tool_bad_class_is_one_line_error(bccd_val_raw, tmp_path):
     first = next(iter(bccd_val_raw))
     (tmp_path / "dets.json").write_text(

@@ -9,6 +9,9 @@ import torch
 import torch.nn.functional as F
 
 import sppdet.layers.spp as spp_mod
+import sppdet.layers.spp.common as spp_common
+import sppdet.layers.spp.max_roi_pool as spp_roi_pool
+import sppdet.layers.spp.region as spp_region
 from sppdet.layers import (
     RoISpatialPyramidPool,
     SpatialPyramidPool,
@@ -167,7 +170,7 @@ def test_roi_spp_fast_and_autograd_paths_agree_on_realistic_map(monkeypatch, mod
     fast = roi_spp(features, rois, mode=mode)  # no autograd: chunked, written in place
     ref = ref_roi_spp(features.double(), rois, (6, 3, 2, 1), 16, 0.0, mode).float()
     slow = roi_spp(features.clone().requires_grad_(), rois, mode=mode).detach()  # differentiable path
-    monkeypatch.setattr(spp_mod, "_CPU_CHUNK_BYTES", 1)  # one RoI per chunk
+    monkeypatch.setattr(spp_common, "CPU_CHUNK_BYTES", 1)  # one RoI per chunk
     chunked = roi_spp(features, rois, mode=mode)
     if mode == "max":
         assert torch.equal(fast, ref) and torch.equal(fast, slow) and torch.equal(fast, chunked)
@@ -227,17 +230,17 @@ def test_roi_spp_gradcheck(mode):
 def max_grad_path(request, monkeypatch):
     """Run a test on both differentiable max paths (torchvision roi_pool; rank keys)."""
     if request.param == "rank_keys":
-        monkeypatch.setattr(spp_mod, "_roi_pool_bins_match", lambda *a: False)
+        monkeypatch.setattr(spp_region, "roi_pool_bins_match", lambda *a: False)
     return request.param
 
 
 def test_roi_pool_bins_match_hand_values():
     # 57 cells in 7 bins: float32 57/7 * 7 = 57.000004, so roi_pool's last bin would end a cell late
     wide = torch.tensor([[0, 0, 56, 5]])
-    assert not spp_mod._roi_pool_bins_match(wide, (7, 1), torch.float32)
-    assert spp_mod._roi_pool_bins_match(wide, (6, 3, 2, 1), torch.float32)
-    assert spp_mod._roi_pool_bins_match(torch.tensor([[0, 0, 55, 5]]), (7, 1), torch.float32)
-    assert not spp_mod._roi_pool_bins_match(wide, (6, 1), torch.float16)  # not checked: never used
+    assert not spp_roi_pool.roi_pool_bins_match(wide, (7, 1), torch.float32)
+    assert spp_roi_pool.roi_pool_bins_match(wide, (6, 3, 2, 1), torch.float32)
+    assert spp_roi_pool.roi_pool_bins_match(torch.tensor([[0, 0, 55, 5]]), (7, 1), torch.float32)
+    assert not spp_roi_pool.roi_pool_bins_match(wide, (6, 1), torch.float16)  # not checked: never used
 
 
 def test_roi_spp_level_roi_pool_would_bin_differently_uses_rank_keys():
@@ -246,7 +249,7 @@ def test_roi_spp_level_roi_pool_would_bin_differently_uses_rank_keys():
     rois = torch.tensor([[0, 0.0, 0.0, 460.0, 64.0], [0, 0.0, 8.0, 100.0, 40.0]])
     cells = spp_mod.project_rois(rois, 8, 0.0, 8, 60)
     assert cells[0, 0] == 1 and cells[0, 2] == 57  # 57 cells
-    assert not spp_mod._roi_pool_bins_match(cells, (7, 1), torch.float32)
+    assert not spp_roi_pool.roi_pool_bins_match(cells, (7, 1), torch.float32)
     weights = torch.randn(2, 2 * 50)
     f = values.clone().requires_grad_()
     out = roi_spp(f, rois, (7, 1), 8)

@@ -94,6 +94,7 @@ def _linearised(bb: nn.Module) -> nn.Module:
     return m.requires_grad_(False)
 
 
+@pytest.mark.slow  # 10 s measured (load 13-19 on 2 cores)
 @pytest.mark.parametrize(
     "name,kw,width",
     [

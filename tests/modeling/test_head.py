@@ -28,10 +28,10 @@ def test_loss_hand_value():
     outputs = {"cls_logits": torch.zeros(2, 3), "bbox_deltas": torch.zeros(2, 8)}
     labels = torch.tensor([0, 2])
     targets = torch.tensor([[0.0, 0, 0, 0], [1.0, 0, 0, 0.5]])
-    l = FastRCNNLoss()(outputs, labels, targets)
-    assert torch.isclose(l["loss_cls"], torch.log(torch.tensor(3.0)))
+    losses = FastRCNNLoss()(outputs, labels, targets)
+    assert torch.isclose(losses["loss_cls"], torch.log(torch.tensor(3.0)))
     # smooth-L1(beta=1) of (1, 0, 0, 0.5) = 0.5 + 0.125, divided by 2 windows
-    assert torch.isclose(l["loss_box"], torch.tensor(0.625 / 2))
+    assert torch.isclose(losses["loss_box"], torch.tensor(0.625 / 2))
 
 
 def test_postprocess_nms_and_threshold():

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sppdet.config import Config
+from sppdet.config import Config, ProposalConfig
 from sppdet.data.dataset import DetectionDataset, ImageRecord
 from sppdet.errors import ConfigError, DataError
 from sppdet.proposals import build as B
@@ -26,14 +26,8 @@ def tiny(tmp_path, demo_dir):
 
 
 def _cfg(tmp_path, **proposals):
-    cfg = Config()
-    cfg.output_dir = str(tmp_path / "out")
-    cfg.proposals.method = "edgeboxes"
-    cfg.proposals.max_per_image = 100
-    cfg.proposals.workers = 0
-    for k, v in proposals.items():
-        setattr(cfg.proposals, k, v)
-    return cfg
+    pcfg = ProposalConfig(**{"method": "edgeboxes", "max_per_image": 100, "workers": 0, **proposals})
+    return Config(output_dir=str(tmp_path / "out"), proposals=pcfg)
 
 
 def _fail(*_a, **_k):
@@ -109,9 +103,8 @@ def test_file_method(tmp_path, tiny, demo_dir):
     assert store.meta["report"]["dropped_duplicate"] == 3
     with pytest.raises(ConfigError, match="proposals.train_file is empty"):
         B.get_proposals(cfg, tiny, "train")
-    cfg.proposals.test_file = str(demo_dir)  # ids 000004/001551: nothing matches
+    cfg = _cfg(tmp_path, method="file", test_file=str(demo_dir))  # ids 000004/001551: nothing matches
     with pytest.raises(DataError, match="no proposal image id matches"):
         B.get_proposals(cfg, tiny, "test")
-    cfg.proposals.method = "rpn"
-    with pytest.raises(ConfigError, match="unknown method 'rpn'"):
-        B.get_proposals(cfg, tiny, "test")
+    with pytest.raises(ConfigError, match="proposals.method.*'rpn'"):  # refused when the config is made
+        _cfg(tmp_path, method="rpn")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import yaml
 
 from sppdet.cli import run_tool
@@ -24,6 +25,7 @@ def _tool():
     return mod
 
 
+@pytest.mark.slow  # 25 s measured (load 13-19 on 2 cores)
 def test_convert_demo_files_as_a_user(tmp_path, demo_dir):
     out = tmp_path / "demo.npz"
     res = subprocess.run(

@@ -19,20 +19,26 @@ from typing import Any, List
 import torch
 import torch.distributed as dist
 
+from ..errors import ConfigError
+
 
 def is_dist() -> bool:
+    """Whether ``torch.distributed`` is initialised (running under torchrun)."""
     return dist.is_available() and dist.is_initialized()
 
 
 def get_rank() -> int:
+    """This process's rank (0 when single-process)."""
     return dist.get_rank() if is_dist() else 0
 
 
 def get_world_size() -> int:
+    """Number of processes (1 when single-process)."""
     return dist.get_world_size() if is_dist() else 1
 
 
 def is_main_process() -> bool:
+    """Whether this is rank 0 (the one that writes files and logs)."""
     return get_rank() == 0
 
 
@@ -58,8 +64,6 @@ def dist_timeout_s() -> float:
     except ValueError:
         value = -1.0
     if value <= 0:
-        from ..errors import ConfigError
-
         raise ConfigError(f"SPPDET_DIST_TIMEOUT_S={raw!r}: expected a positive number of seconds")
     return value
 
@@ -81,6 +85,7 @@ def shard(n: int) -> range:
 
 
 def barrier() -> None:
+    """Wait for every rank (no-op when single-process)."""
     if is_dist():
         dist.barrier()
 
@@ -102,6 +107,7 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (``obj`` itself when single-process)."""
     if not is_dist():
         return obj
     buf = [obj]
@@ -118,7 +124,5 @@ def resolve_device(name: str) -> torch.device:
             )
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        from ..errors import ConfigError
-
         raise ConfigError(f"device '{name}' requested but CUDA is not available (use device=cpu or auto)")
     return torch.device(name)

@@ -1,0 +1,1 @@
+"""Bottom-layer helpers that import nothing else from sppdet: distributed (:mod:`.comm`), memory."""
