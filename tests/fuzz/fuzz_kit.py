@@ -284,7 +284,7 @@ def mutated_tree(draw, original: Any, max_ops: int = 3) -> Any:
     for _ in range(draw(st.integers(1, max_ops))):
         paths = _paths(doc)[1:]
         if not paths:
-            return draw(st.sampled_from(ODD_VALUES))
+            return copy.deepcopy(draw(st.sampled_from(ODD_VALUES)))
         path = paths[draw(st.integers(0, len(paths) - 1))]
         parent, key = _parent(doc, path), path[-1]
         op = draw(st.sampled_from(["drop", "duplicate", "swap", "swap", "wrap"]))
@@ -296,8 +296,8 @@ def mutated_tree(draw, original: Any, max_ops: int = 3) -> Any:
             parent[f"{key}_copy"] = copy.deepcopy(parent[key])
         elif op == "wrap":
             parent[key] = draw(st.sampled_from([[parent[key]], {"value": parent[key]}, str(parent[key])]))
-        else:
-            parent[key] = draw(st.sampled_from(ODD_VALUES))
+        else:  # a copy: the shared ODD_VALUES must never be edited by a later step
+            parent[key] = copy.deepcopy(draw(st.sampled_from(ODD_VALUES)))
     return doc
 
 
