@@ -53,6 +53,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import DataError
+from ..fileio import load_json
 from ..structures import clip_boxes, rcnn_mat_to_xyxy, xywh_to_xyxy, zero_based_inclusive_to_xyxy
 from .store import Proposals, ProposalStore, save_proposals
 
@@ -144,6 +145,8 @@ def _read_mat(path: Path) -> Dict[str, Any]:
         raw = scipy.io.loadmat(str(path), squeeze_me=False, struct_as_record=False)
     except DataError:
         raise
+    except MemoryError:  # a corrupt size field: scipy allocates what the header claims
+        raise DataError(f"{path}: cannot read MATLAB file (an array size in it is larger than memory)") from None
     except Exception as e:  # scipy/h5py raise many types for corrupt files
         raise DataError(f"{path}: cannot read MATLAB file ({type(e).__name__}: {e})") from e
     out: Dict[str, Any] = {}
@@ -203,8 +206,8 @@ def _load_per_image(path: Path, image_id: Optional[str] = None) -> Proposals:
     if ext == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
-        except ValueError as e:
-            raise DataError(f"{path}: not a plain numeric .npy array ({e})") from e
+        except Exception as e:  # numpy raises many types for a corrupt header (SyntaxError, TokenError...)
+            raise DataError(f"{path}: not a plain numeric .npy array ({_first_line(e)})") from e
         return _split_cols(arr, path, image_id, _identity)
     if ext == ".txt":
         try:
@@ -370,10 +373,7 @@ def _zip_lists(path: Path, ids: List[str], boxes: Sequence, scores: Optional[Seq
 
 
 def _load_coco_json(path: Path, dataset) -> RawProposals:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from e
+    data = load_json(path)  # UTF-8, or UTF-16/32 with a BOM
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a list of {{image_id, bbox, score}} objects")
     to_id = _id_mapper(dataset)
@@ -448,12 +448,23 @@ def load_proposals(path: Union[str, Path], dataset=None, allow_pickle: bool = Fa
         return {_stem_id(path): _load_per_image(path)}
     if kind in ("pkl", "detectron-pkl", "detectron2-pkl", "mmdet-pkl"):
         obj = _read_pickle(path, allow_pickle)
-        return _from_pickle(path, obj, _pkl_kind(obj) if kind == "pkl" else kind, dataset)
+        kind = _pkl_kind(obj) if kind == "pkl" else kind
+        try:
+            return _from_pickle(path, obj, kind, dataset)
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+            # The unpickled object can be any mix of containers: a wrong type anywhere in it is
+            # the file's fault, whichever line of the conversion trips over it.
+            raise DataError(f"{path}: unexpected content for {kind} ({_first_line(e)})") from e
     if kind == "coco-json":
         return _load_coco_json(path, dataset)
     raise DataError(
         f"{path}: cannot tell the proposal format from the extension; pass fmt= one of {', '.join(FORMATS[1:])}"
     )
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:150] if text else ''}"
 
 
 def _few(items: Sequence[str], n: int = 5) -> str:
