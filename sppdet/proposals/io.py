@@ -44,7 +44,6 @@ unpickler that accepts numpy arrays and plain containers only.
 from __future__ import annotations
 
 import io as _io
-import json
 import logging
 import pickle
 from pathlib import Path

@@ -21,8 +21,8 @@ from sppdet.data.voc import load_voc
 from sppdet.evaluation.detections import (
     ImageDetections,
     load_detections,
-    save_comp4,
     save_coco_results,
+    save_comp4,
     save_detections,
 )
 

@@ -63,7 +63,9 @@ def _write_mat73(path: Path, ids, boxes) -> None:
                 cell[k, 0] = ds.ref
             cell.attrs["MATLAB_class"] = np.bytes_("cell")
     with open(path, "r+b") as f:
-        f.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, HDF5 schema 1.00 .".ljust(116, b" ") + bytes(8) + b"\x00\x02IM")
+        f.write(
+            b"MATLAB 7.3 MAT-file, Platform: GLNXA64, HDF5 schema 1.00 .".ljust(116, b" ") + bytes(8) + b"\x00\x02IM"
+        )
 
 
 def _rcnn(boxes):
