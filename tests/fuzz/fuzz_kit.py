@@ -297,6 +297,10 @@ def mutated_tree(draw, original: Any, max_ops: int = 3) -> Any:
     doc = copy.deepcopy(original)
     for _ in range(draw(st.integers(1, max_ops))):
         paths = _paths(doc)[1:]
+        # Half the edits land on the top two levels (keys, sections), which a uniform pick over
+        # a document of hundreds of leaves would rarely touch.
+        if paths and draw(st.booleans()):
+            paths = [p for p in paths if len(p) <= 2] or paths
         if not paths:
             return copy.deepcopy(draw(st.sampled_from(ODD_VALUES)))
         path = paths[draw(st.integers(0, len(paths) - 1))]
