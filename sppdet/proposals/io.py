@@ -371,6 +371,10 @@ def _zip_lists(path: Path, ids: List[str], boxes: Sequence, scores: Optional[Seq
 # COCO json
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _load_coco_json(path: Path, dataset) -> RawProposals:
     data = load_json(path)  # UTF-8, or UTF-16/32 with a BOM
     if not isinstance(data, list):
@@ -383,8 +387,10 @@ def _load_coco_json(path: Path, dataset) -> RawProposals:
             raise DataError(f"{path}: entry {k} lacks 'image_id' or 'bbox'")
         image_id = to_id(d["image_id"])
         b = d["bbox"]
-        if not isinstance(b, (list, tuple)) or len(b) != 4:
-            raise DataError(f"{path}: image '{image_id}': entry {k} bbox must be [x, y, w, h]")
+        if not isinstance(b, (list, tuple)) or len(b) != 4 or not all(_is_number(v) for v in b):
+            raise DataError(f"{path}: image '{image_id}': entry {k} bbox must be [x, y, w, h] numbers, got {b!r}"[:300])
+        if not _is_number(d.get("score", 0.0)):
+            raise DataError(f"{path}: image '{image_id}': entry {k} score must be a number, got {d['score']!r}"[:300])
         boxes, scores = grouped.setdefault(image_id, ([], []))
         boxes.append(b)
         scores.append(d.get("score", 0.0))

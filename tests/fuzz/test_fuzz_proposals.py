@@ -149,7 +149,7 @@ def test_proposal_file_mutations(tier, fmt, tmp_path):
         path.write_bytes(data)
         _read(path, ds, [path.name])
 
-    run_fuzz(tier, 12, st.one_of(strategies), check)
+    run_fuzz(tier, 20, st.one_of(strategies), check)
 
 
 @pytest.mark.parametrize("tier", TIERS)
