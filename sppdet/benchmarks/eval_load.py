@@ -27,7 +27,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..data.voc import load_voc
-from ..evaluation.detections import ImageDetections, save_comp4, save_coco_results, save_detections
+from ..evaluation.detections import ImageDetections, save_coco_results, save_comp4, save_detections
 from ..fileio import make_output_dir
 
 ROOT = Path(__file__).resolve().parents[2]
