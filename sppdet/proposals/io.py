@@ -85,7 +85,7 @@ def _split_cols(arr: Any, path: Path, image_id: str, convert) -> Proposals:
     try:
         a = np.asarray(arr, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise DataError(f"{path}: image '{image_id}': boxes are not numeric ({e})") from e
+        raise DataError(f"{path}: image '{image_id}': boxes are not numeric ({_first_line(e)})") from e
     if a.size == 0:
         return np.zeros((0, 4), np.float32), None
     if a.ndim != 2 or a.shape[1] not in (4, 5):
@@ -147,7 +147,7 @@ def _read_mat(path: Path) -> Dict[str, Any]:
     except MemoryError:  # a corrupt size field: scipy allocates what the header claims
         raise DataError(f"{path}: cannot read MATLAB file (an array size in it is larger than memory)") from None
     except Exception as e:  # scipy/h5py raise many types for corrupt files
-        raise DataError(f"{path}: cannot read MATLAB file ({type(e).__name__}: {e})") from e
+        raise DataError(f"{path}: cannot read MATLAB file ({_first_line(e)})") from e
     out: Dict[str, Any] = {}
     for k, v in raw.items():
         if k.startswith("__"):
@@ -212,7 +212,7 @@ def _load_per_image(path: Path, image_id: Optional[str] = None) -> Proposals:
         try:
             arr = np.loadtxt(path, dtype=np.float64, ndmin=2, comments="#")
         except ValueError as e:
-            raise DataError(f"{path}: expected rows 'x1 y1 x2 y2 [score]' ({e})") from e
+            raise DataError(f"{path}: expected rows 'x1 y1 x2 y2 [score]' ({_first_line(e)})") from e
         return _split_cols(arr, path, image_id, _identity)
     raise DataError(f"{path}: unsupported per-image proposal file (use {', '.join(PER_IMAGE_EXTS)})")
 
@@ -288,7 +288,7 @@ def _read_pickle(path: Path, allow_pickle: bool) -> Any:
     except DataError as e:
         raise DataError(f"{path}: {e}") from e
     except Exception as e:
-        raise DataError(f"{path}: cannot unpickle ({type(e).__name__}: {e})") from e
+        raise DataError(f"{path}: cannot unpickle ({_first_line(e)})") from e
 
 
 def _pkl_kind(obj: Any) -> str:

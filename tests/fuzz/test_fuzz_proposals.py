@@ -229,3 +229,10 @@ def test_proposal_regressions(tmp_path, name, data):
     path = tmp_path / name
     path.write_bytes(data)
     _read(path, _dataset(), [path.name])
+
+
+def test_pickle_error_is_one_line(tmp_path):
+    """Found by the long run: a persistent-id opcode gives a two-line UnpicklingError text."""
+    path = tmp_path / "mmdet.pkl"
+    path.write_bytes(b"\x80\x02P0\n.")  # PERSID opcode, then STOP
+    _read(path, _dataset(), [path.name])
