@@ -1,7 +1,8 @@
 """``eval_load``: peak memory and time of ``tools/eval.py`` on a large split of detections.
 
     python -m sppdet.benchmarks.eval_load --bccd ../shared/data/bccd/VOC --work /tmp/eval_load \
-        [--images 5000] [--dets-per-image 100] [--format sppdet|comp4|coco] [--report]
+        [--images 5000] [--dets-per-image 100] [--format sppdet|comp4|coco] [--metric voc07|coco]
+        [--report] [--skip-prep]
 
 Builds a VOC split of ``--images`` annotations from the real BCCD files (each real annotation
 used ``images / 292`` times under new ids; the images themselves are shared, not copied),
@@ -85,10 +86,10 @@ def make_detections(root: Path, work: Path, per_image: int, fmt: str, seed: int 
     return out
 
 
-def run_eval(root: Path, detections: Path, out: Optional[Path]) -> Dict:
+def run_eval(root: Path, detections: Path, out: Optional[Path], metric: str = "voc07") -> Dict:
     """``tools/eval.py`` in a child under ``/usr/bin/time -v``: wall, CPU, peak RSS, mAP."""
     cmd = [sys.executable, str(ROOT / "tools" / "eval.py"), "--dataset", "voc", "--root", str(root)]
-    cmd += ["--split", "test", "--classes", ",".join(CLASSES), "--detections", str(detections)]
+    cmd += ["--split", "test", "--classes", ",".join(CLASSES), "--detections", str(detections), "--metric", metric]
     if out is not None:
         cmd += ["--out", str(out)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -118,19 +119,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--images", type=int, default=5000)
     p.add_argument("--dets-per-image", type=int, default=100)
     p.add_argument("--format", choices=["sppdet", "comp4", "coco"], default="sppdet")
+    p.add_argument("--metric", choices=["voc07", "voc2010", "coco"], default="voc07")
+    p.add_argument("--skip-prep", action="store_true", help="reuse the split and detections already in --work")
     p.add_argument("--report", action="store_true", help="also write metrics.json, PR curves and report.html")
     args = p.parse_args(argv)
     work = make_output_dir(args.work, "--work")
     t0 = time.time()
-    root = make_split(Path(args.bccd), work, args.images)
-    dets = make_detections(root, work, args.dets_per_image, args.format)
+    if args.skip_prep:
+        root = work / "voc"
+        dets = work / {"sppdet": "detections.json", "comp4": "comp4", "coco": "results.json"}[args.format]
+    else:
+        root = make_split(Path(args.bccd), work, args.images)
+        dets = make_detections(root, work, args.dets_per_image, args.format)
     made = time.time() - t0
     size = sum(f.stat().st_size for f in ([dets] if dets.is_file() else dets.iterdir()))
-    result = run_eval(root, dets, work / "report" if args.report else None)
+    result = run_eval(root, dets, work / "report" if args.report else None, args.metric)
     result.update(
         images=args.images,
         detections=args.images * args.dets_per_image,
         format=args.format,
+        metric=args.metric,
         detections_mb=round(size / 2**20, 1),
         data_prep_s=round(made, 1),
         report=args.report,

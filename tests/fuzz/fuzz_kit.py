@@ -110,7 +110,9 @@ def _guards():
     old_limit = resource.getrlimit(resource.RLIMIT_AS)
     signal.setitimer(signal.ITIMER_PROF, CALL_TIMEOUT_S)
     try:
-        resource.setrlimit(resource.RLIMIT_AS, (_status("VmSize") + MEMORY_HEADROOM, old_limit[1]))
+        mapped = _status("VmSize")
+        if mapped:  # Linux; elsewhere the peak-RSS check is skipped too
+            resource.setrlimit(resource.RLIMIT_AS, (mapped + MEMORY_HEADROOM, old_limit[1]))
         yield
     finally:
         signal.setitimer(signal.ITIMER_PROF, 0)
