@@ -7,7 +7,7 @@ alarm and an address-space limit so a runaway reader fails the test instead of t
 
 Tiers (see :data:`TIERS`): ``fast`` runs in the default suite (derandomized, a few dozen
 examples per reader, every reader together well under a minute on 2 cores); ``long`` is marked
-``slow`` and runs ``SPPDET_FUZZ_FACTOR`` (default 5) times as many random examples. For a
+``slow`` and runs ``SPPDET_FUZZ_FACTOR`` (default 2) times as many random examples. For a
 deep run: ``SPPDET_FUZZ_FACTOR=100 pytest tests/fuzz -m slow``.
 """
 
@@ -32,7 +32,7 @@ from sppdet.errors import SppdetError
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 TIERS = [pytest.param("fast", id="fast"), pytest.param("long", id="long", marks=pytest.mark.slow)]
-LONG_FACTOR = int(os.environ.get("SPPDET_FUZZ_FACTOR", "5"))
+LONG_FACTOR = int(os.environ.get("SPPDET_FUZZ_FACTOR", "2"))
 #: CPU-time limit of one reader call (a few-kB input takes well under a second).
 CALL_TIMEOUT_S = 20
 #: Address space a reader call may add over what the process already maps.
