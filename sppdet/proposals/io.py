@@ -54,6 +54,7 @@ import numpy as np
 from ..errors import DataError
 from ..fileio import load_json
 from ..structures import clip_boxes, rcnn_mat_to_xyxy, xywh_to_xyxy, zero_based_inclusive_to_xyxy
+from .mat5_check import Mat5Error, check_mat5, is_mat5
 from .store import Proposals, ProposalStore, save_proposals
 
 logger = logging.getLogger(__name__)
@@ -141,7 +142,12 @@ def _read_mat(path: Path) -> Dict[str, Any]:
                 return {k: _h5_value(f, f[k]) for k in f.keys() if not k.startswith("#")}
         import scipy.io
 
-        raw = scipy.io.loadmat(str(path), squeeze_me=False, struct_as_record=False)
+        data = path.read_bytes()
+        if is_mat5(data):  # scipy's compiled reader can crash the process on a corrupt v5 file
+            check_mat5(data)
+        raw = scipy.io.loadmat(_io.BytesIO(data), squeeze_me=False, struct_as_record=False)
+    except Mat5Error as e:
+        raise DataError(f"{path}: not a valid MATLAB v5 file ({e})") from None
     except DataError:
         raise
     except MemoryError:  # a corrupt size field: scipy allocates what the header claims

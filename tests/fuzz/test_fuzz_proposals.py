@@ -22,6 +22,7 @@ from fuzz_kit import TIERS, dump_json, expect_clean, file_mutations, mutated_tre
 from hypothesis import strategies as st
 
 from sppdet.data.dataset import DetectionDataset, ImageRecord
+from sppdet.errors import DataError
 from sppdet.proposals.io import load_proposals, sanitize_proposals
 from sppdet.proposals.store import ProposalStore, save_proposals
 
@@ -236,3 +237,28 @@ def test_pickle_error_is_one_line(tmp_path):
     path = tmp_path / "mmdet.pkl"
     path.write_bytes(b"\x80\x02P0\n.")  # PERSID opcode, then STOP
     _read(path, _dataset(), [path.name])
+
+
+def _rcnn_v5_bytes() -> bytes:
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"images": _cell(IDS), "boxes": _cell([np.ones((5, 4)), np.zeros((0, 4))])})
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "offset,value",
+    [
+        pytest.param(0xD2, 0x03, id="dims-element-of-3-bytes"),
+        pytest.param(0x1A0, 0x3E, id="unknown-data-type-62"),
+    ],
+)
+def test_mat5_inputs_that_crashed_scipy(tmp_path, offset, value):
+    """Found by the long run: scipy.io.loadmat died with a segmentation fault on these one-byte
+    edits of an R-CNN file; sppdet.proposals.mat5_check now refuses them before scipy reads them."""
+    data = bytearray(_rcnn_v5_bytes())
+    assert data[offset] != value
+    data[offset] = value
+    path = tmp_path / "rcnn.mat"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="not a valid MATLAB v5 file"):
+        load_proposals(path)
