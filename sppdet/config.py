@@ -23,8 +23,8 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import yaml
 
-from .errors import ConfigError
-from .fileio import save_text
+from .errors import ConfigError, SppdetError
+from .fileio import read_text, save_text
 
 #: Choices, written once: the Literal types below and the code that dispatches on them use these.
 DataFormat = Literal["voc", "coco"]
@@ -409,12 +409,12 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
 def _from_dict(cls: Any, data: Dict[str, Any], source: str, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted((k for k in data if k not in names), key=str)  # YAML keys may be numbers, null...
     if unknown:
         k = unknown[0]
-        close = difflib.get_close_matches(k, names, n=1)
+        close = difflib.get_close_matches(str(k), names, n=1)
         hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-        raise ConfigError(f"{source}: unknown key '{prefix}{k}'{hint}")
+        raise ConfigError(f"{source}: unknown key {prefix + str(k)!r}{hint}")
     kwargs = {k: _coerce(v, hints[k], prefix + k, source) for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -446,17 +446,30 @@ def _deep_update(base: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def _parse_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` with every failure as one ConfigError line naming ``where``."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{where}: invalid YAML{line}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nested too deeply") from None
+    except ValueError as e:  # a value YAML resolves but Python refuses, e.g. the date 2001-13-45
+        raise ConfigError(f"{where}: invalid YAML value ({str(e).splitlines()[0][:120]})") from None
+
+
 def _read_yaml(path: Path, seen: Tuple[Path, ...] = ()) -> Dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     if path.resolve() in seen:
         raise ConfigError(f"{path}: _base_ chain loops back to itself")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{path}: invalid YAML{where}") from e
+        text = read_text(path, "config file")
+    except SppdetError as e:
+        raise ConfigError(str(e)) from None
+    data = _parse_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     base = data.pop("_base_", None)
@@ -469,15 +482,12 @@ def _read_yaml(path: Path, seen: Tuple[Path, ...] = ()) -> Dict[str, Any]:
 def parse_override(text: str) -> Tuple[List[str], Any]:
     """``"train.base_lr=0.01"`` -> (["train", "base_lr"], 0.01); the value is parsed as YAML."""
     if "=" not in text:
-        raise ConfigError(f"override '{text}': expected key.sub=value")
+        raise ConfigError(f"override {text!r}: expected key.sub=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
-        raise ConfigError(f"override '{text}': empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override '{text}': value is not valid YAML") from e
+        raise ConfigError(f"override {text!r}: empty key")
+    value = _parse_yaml(raw, f"override {text!r}") if raw.strip() else ""
     return key.split("."), value
 
 
@@ -490,7 +500,7 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override '{text}': '{p}' is not a section")
+                raise ConfigError(f"override {text!r}: {p!r} is not a section")
         node[parts[-1]] = value
     return out
 

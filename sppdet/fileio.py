@@ -96,16 +96,83 @@ def save_text(text: str, path: PathLike) -> None:
         f.write(text)
 
 
+def is_file(path: PathLike) -> bool:
+    """``Path.is_file`` that says False (instead of raising) for a name the OS cannot hold.
+
+    Names come from annotation files: one too long for the file system, or holding a NUL,
+    is simply not there.
+    """
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+#: Byte-order marks, longest first (the UTF-32 LE mark starts with the UTF-16 LE one).
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+
+
+def decode_text(raw: bytes, path: PathLike, what: str = "file") -> str:
+    """Text of a file's bytes: UTF-8, or UTF-16/32 with a byte-order mark (Windows tools).
+
+    UTF-16 without a mark is recognised from its NUL bytes (ASCII-range text). Anything else
+    that is not valid UTF-8 is a one-line :class:`SppdetError` naming the file and the byte.
+    """
+    bom, encoding = next(((b, e) for b, e in _BOMS if raw.startswith(b)), (b"", ""))
+    raw = raw[len(bom) :]
+    if not encoding and len(raw) >= 2 and len(raw) % 2 == 0 and raw.count(0) * 4 >= len(raw):
+        # No mark but many NULs: UTF-16 text in the ASCII range has a NUL in every other byte.
+        encoding = "utf-16-le" if raw[1::2].count(0) > raw[0::2].count(0) else "utf-16-be"
+    encoding = encoding or "utf-8"
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1 if encoding == "utf-8" else None
+        where = f"line {line}, " if line else ""
+        raise SppdetError(
+            f"{path}: {what} is not valid {encoding.upper()} text ({where}byte {e.start}: "
+            f"{raw[e.start : e.start + 1].hex() or 'end of file'}); save it as UTF-8"
+        ) from None
+
+
+def read_text(path: PathLike, what: str = "file") -> str:
+    """Read a text file with :func:`decode_text`; missing or unreadable is a one-line SppdetError."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SppdetError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise SppdetError(f"{path}: {what} expected, found a folder") from None
+    except OSError as e:
+        raise SppdetError(f"{path}: cannot read {what} ({e.strerror})") from None
+    return decode_text(raw, path, what)
+
+
+def parse_json_text(text: str, path: PathLike) -> Any:
+    """``json.loads`` with every failure as one line naming ``path``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SppdetError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    except RecursionError:
+        raise SppdetError(f"{path}: JSON nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise SppdetError(f"{path}: not valid JSON ({str(e).splitlines()[0][:120]})") from None
+
+
 def load_json(path: PathLike) -> Any:
-    """Read a JSON file; a missing or malformed file is a one-line :class:`SppdetError`."""
+    """Read a JSON file (UTF-8, or UTF-16/32 with a BOM); any failure is a one-line :class:`SppdetError`."""
     path = Path(path)
     if not path.is_file():
         raise SppdetError(f"{path}: file not found")
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise SppdetError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from e
+    return parse_json_text(read_text(path, "JSON file"), path)
 
 
 def torch_save(obj: Any, path: PathLike) -> None:

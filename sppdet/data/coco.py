@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import warnings
 from collections import Counter
@@ -34,7 +35,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from ..errors import DataError, SppdetError
-from ..fileio import load_json
+from ..fileio import is_file, load_json
 from ..structures import clip_boxes, xywh_to_xyxy
 from .dataset import DataWarning, DetectionDataset, ImageRecord
 from .image_io import image_size
@@ -57,6 +58,10 @@ def _check_items(data: Dict, key: str, required: Sequence[str], path: Path) -> L
         for k in required:
             if k not in item:
                 raise DataError(f"{path}: {key}[{i}] has no '{k}'")
+        for k in ("id", "image_id", "category_id"):
+            v = item.get(k, 0)
+            if isinstance(v, bool) or not isinstance(v, (int, str)):  # unhashable or odd: not an id
+                raise DataError(f"{path}: {key}[{i}]: '{k}' must be an integer, got {v!r}")
         if item["id"] in seen:
             raise DataError(f"{path}: {key}[{i}]: duplicate id {item['id']!r}")
         seen.add(item["id"])
@@ -76,9 +81,12 @@ def _read_json(path: Path) -> Dict:
         if isinstance(im["id"], bool) or not isinstance(im["id"], int):
             raise DataError(f"{path}: images[{i}]: 'id' must be an integer, got {im['id']!r}")
         for k in ("width", "height"):
-            if not isinstance(im.get(k, 0), (int, float)) or isinstance(im.get(k), bool):
+            v = im.get(k, 0)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
                 raise DataError(f"{path}: images[{i}]: '{k}' must be a number, got {im.get(k)!r}")
-    _check_items(data, "categories", _CAT_KEYS, path)
+    for i, cat in enumerate(_check_items(data, "categories", _CAT_KEYS, path)):
+        if isinstance(cat["id"], str) or not isinstance(cat["name"], str):
+            raise DataError(f"{path}: categories[{i}]: needs an integer 'id' and a string 'name', got {cat!r}"[:300])
     if "annotations" not in data:
         data["annotations"] = []
     anns = _check_items(data, "annotations", _ANN_KEYS, path)
@@ -152,7 +160,7 @@ def _make_record(
     coco, img: Dict, image_dir: Path, cat_to_label: Dict[int, int], ann_file: Path, issues: Counter
 ) -> ImageRecord:
     file_name = image_dir / str(img["file_name"])
-    if not file_name.is_file():
+    if not is_file(file_name):
         raise DataError(f"{ann_file}: image {img['id']!r}: file {file_name} not found")
     width, height = int(img.get("width") or 0), int(img.get("height") or 0)
     if width <= 0 or height <= 0:

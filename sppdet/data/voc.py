@@ -52,7 +52,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import DataError
-from ..fileio import save_text
+from ..fileio import is_file, read_text, save_text
 from ..structures import clip_boxes, voc_to_xyxy, xyxy_to_voc
 from .dataset import DataWarning, DetectionDataset, ImageRecord
 from .image_io import image_size
@@ -160,7 +160,7 @@ def _find_image(root: Path, image_id: str, filename: Optional[str]) -> Path:
     tried = []
     if filename:
         p = folder / Path(filename.replace("\\", "/")).name  # never follow a path out of JPEGImages
-        if p.is_file():
+        if is_file(p):
             return p
         tried.append(p.name)
     for ext in _IMAGE_EXTS:
@@ -252,7 +252,7 @@ def read_split_file(path: Path) -> List[str]:
     """Ids listed in an ``ImageSets/Main`` file (first column), refusing duplicates."""
     ids: List[str] = []
     seen = set()
-    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+    for n, line in enumerate(read_text(path, "split file").splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
@@ -275,7 +275,7 @@ def _split_ids(root: Path, split: Optional[str]) -> Tuple[List[str], Optional[Pa
         raise DataError(f"{split_file}: split file not found (splits here: {', '.join(have) or 'none'})")
     ids = read_split_file(split_file)
     for image_id in ids:
-        if not (ann_dir / f"{image_id}.xml").is_file():
+        if not is_file(ann_dir / f"{image_id}.xml"):
             raise DataError(f"{split_file}: id '{image_id}' has no annotation file {ann_dir / (image_id + '.xml')}")
     return ids, split_file
 

@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import torch
 
 from ..config import Config, apply_overrides, config_from_dict, config_to_dict
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..fileio import torch_load, torch_save
 
 FORMAT = "sppdet-checkpoint"
@@ -68,6 +68,12 @@ def load_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
     for key in ("config", "class_names", "model"):
         if key not in state:
             raise CheckpointError(f"{path}: checkpoint is missing '{key}'")
+    names = state["class_names"]
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{path}: 'class_names' must be a list of class names, got {type(names).__name__}")
+    for key in ("config", "model"):
+        if not isinstance(state[key], dict):
+            raise CheckpointError(f"{path}: '{key}' must be a mapping, got {type(state[key]).__name__}")
     return state
 
 
@@ -113,7 +119,13 @@ def load_model_from_checkpoint(
     state = load_checkpoint(path)
     cfg = checkpoint_config(state, overrides, source=f"{path} + overrides")
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=""))  # trained weights replace any init
-    model = build_detector(cfg, len(state["class_names"]))
+    try:
+        model = build_detector(cfg, len(state["class_names"]))
+    except (ConfigError, ValueError, RuntimeError) as e:
+        # A value checked only when the model is built (or not at all: a negative fc size reaches
+        # torch): the config comes from the file, so say so.
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: the config stored in this checkpoint (+ overrides) is invalid: {first}") from e
     restore_model(model, state, path)
     model.to(device).eval()
     return model, cfg, list(state["class_names"]), state

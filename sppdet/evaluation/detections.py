@@ -59,7 +59,7 @@ import numpy as np
 
 from ..data.dataset import DetectionDataset
 from ..errors import DataError
-from ..fileio import PathLike, atomic_write, load_json, save_json
+from ..fileio import PathLike, atomic_write, load_json, read_text, save_json
 from ..structures import Detections, ImageDetections, voc_to_xyxy, xywh_to_xyxy, xyxy_to_voc, xyxy_to_xywh
 
 FORMAT_NAME = "sppdet-detections"
@@ -215,6 +215,10 @@ def _parse_sppdet(data: Dict, path: Path, dataset: Optional[DetectionDataset]) -
             f"{path}: box_convention {data['box_convention']!r} not supported (expected '{BOX_CONVENTION}')"
         )
     file_classes = data.get("classes")
+    if file_classes is not None and not (
+        isinstance(file_classes, list) and all(isinstance(c, str) for c in file_classes)
+    ):
+        raise DataError(f"{path}: 'classes' must be a list of class names")
     images = data.get("images")
     if not isinstance(images, list):
         raise DataError(f"{path}: 'images' must be a list")
@@ -325,19 +329,18 @@ def _comp4_class(rest: str, dataset: DetectionDataset, path: Path) -> Tuple[str,
 
 
 def _read_comp4_file(path: Path, label: int, rows: Dict[str, list]) -> None:
-    with open(path, "r", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise DataError(f"{path}:{n}: expected 'image_id score xmin ymin xmax ymax', got {line.strip()!r}")
-            try:
-                values = [float(v) for v in parts[1:]]
-            except ValueError:
-                raise DataError(f"{path}:{n}: not a number in {line.strip()!r}") from None
-            box = voc_to_xyxy(np.asarray(values[1:], dtype=np.float64)).tolist()
-            rows.setdefault(parts[0], []).append((box, values[0], label))
+    for n, line in enumerate(read_text(path, "comp4 file").splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 6:
+            raise DataError(f"{path}:{n}: expected 'image_id score xmin ymin xmax ymax', got {line.strip()!r}")
+        try:
+            values = [float(v) for v in parts[1:]]
+        except ValueError:
+            raise DataError(f"{path}:{n}: not a number in {line.strip()!r}") from None
+        box = voc_to_xyxy(np.asarray(values[1:], dtype=np.float64)).tolist()
+        rows.setdefault(parts[0], []).append((box, values[0], label))
 
 
 def load_comp4(path: PathLike, dataset: DetectionDataset, split: Optional[str] = None) -> Detections:
@@ -448,6 +451,8 @@ def _parse_coco_results(data: List, path: Path, dataset: DetectionDataset) -> De
         img, cat = r["image_id"], r["category_id"]
         if isinstance(img, bool) or not isinstance(img, int):
             raise DataError(f"{where}: image_id must be an integer, got {img!r}")
+        if isinstance(cat, bool) or not isinstance(cat, int):
+            raise DataError(f"{where}: category_id must be an integer, got {cat!r}")
         if cat not in cat_to_label:
             raise DataError(
                 f"{where}: unknown category_id {cat!r} (dataset category ids: "

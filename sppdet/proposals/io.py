@@ -44,7 +44,6 @@ unpickler that accepts numpy arrays and plain containers only.
 from __future__ import annotations
 
 import io as _io
-import json
 import logging
 import pickle
 from pathlib import Path
@@ -55,7 +54,9 @@ import numpy as np
 import scipy.io
 
 from ..errors import DataError
+from ..fileio import load_json
 from ..structures import clip_boxes, rcnn_mat_to_xyxy, xywh_to_xyxy, zero_based_inclusive_to_xyxy
+from .mat5_check import Mat5Error, check_mat5, is_mat5
 from .store import Proposals, ProposalStore, save_proposals
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def _split_cols(arr: Any, path: Path, image_id: str, convert) -> Proposals:
     try:
         a = np.asarray(arr, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise DataError(f"{path}: image '{image_id}': boxes are not numeric ({e})") from e
+        raise DataError(f"{path}: image '{image_id}': boxes are not numeric ({_first_line(e)})") from e
     if a.size == 0:
         return np.zeros((0, 4), np.float32), None
     if a.ndim != 2 or a.shape[1] not in (4, 5):
@@ -138,11 +139,18 @@ def _read_mat(path: Path) -> Dict[str, Any]:
             with h5py.File(path, "r") as f:
                 return {k: _h5_value(f, f[k]) for k in f.keys() if not k.startswith("#")}
 
-        raw = scipy.io.loadmat(str(path), squeeze_me=False, struct_as_record=False)
+        data = path.read_bytes()
+        if is_mat5(data):  # scipy's compiled reader can crash the process on a corrupt v5 file
+            check_mat5(data)
+        raw = scipy.io.loadmat(_io.BytesIO(data), squeeze_me=False, struct_as_record=False)
+    except Mat5Error as e:
+        raise DataError(f"{path}: not a valid MATLAB v5 file ({e})") from None
     except DataError:
         raise
+    except MemoryError:  # a corrupt size field: scipy allocates what the header claims
+        raise DataError(f"{path}: cannot read MATLAB file (an array size in it is larger than memory)") from None
     except Exception as e:  # scipy/h5py raise many types for corrupt files
-        raise DataError(f"{path}: cannot read MATLAB file ({type(e).__name__}: {e})") from e
+        raise DataError(f"{path}: cannot read MATLAB file ({_first_line(e)})") from e
     out: Dict[str, Any] = {}
     for k, v in raw.items():
         if k.startswith("__"):
@@ -200,14 +208,14 @@ def _load_per_image(path: Path, image_id: Optional[str] = None) -> Proposals:
     if ext == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
-        except ValueError as e:
-            raise DataError(f"{path}: not a plain numeric .npy array ({e})") from e
+        except Exception as e:  # numpy raises many types for a corrupt header (SyntaxError, TokenError...)
+            raise DataError(f"{path}: not a plain numeric .npy array ({_first_line(e)})") from e
         return _split_cols(arr, path, image_id, _identity)
     if ext == ".txt":
         try:
             arr = np.loadtxt(path, dtype=np.float64, ndmin=2, comments="#")
         except ValueError as e:
-            raise DataError(f"{path}: expected rows 'x1 y1 x2 y2 [score]' ({e})") from e
+            raise DataError(f"{path}: expected rows 'x1 y1 x2 y2 [score]' ({_first_line(e)})") from e
         return _split_cols(arr, path, image_id, _identity)
     raise DataError(f"{path}: unsupported per-image proposal file (use {', '.join(PER_IMAGE_EXTS)})")
 
@@ -283,7 +291,7 @@ def _read_pickle(path: Path, allow_pickle: bool) -> Any:
     except DataError as e:
         raise DataError(f"{path}: {e}") from e
     except Exception as e:
-        raise DataError(f"{path}: cannot unpickle ({type(e).__name__}: {e})") from e
+        raise DataError(f"{path}: cannot unpickle ({_first_line(e)})") from e
 
 
 def _pkl_kind(obj: Any) -> str:
@@ -366,11 +374,12 @@ def _zip_lists(path: Path, ids: List[str], boxes: Sequence, scores: Optional[Seq
 # COCO json
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _load_coco_json(path: Path, dataset) -> RawProposals:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from e
+    data = load_json(path)  # UTF-8, or UTF-16/32 with a BOM
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a list of {{image_id, bbox, score}} objects")
     to_id = _id_mapper(dataset)
@@ -381,8 +390,10 @@ def _load_coco_json(path: Path, dataset) -> RawProposals:
             raise DataError(f"{path}: entry {k} lacks 'image_id' or 'bbox'")
         image_id = to_id(d["image_id"])
         b = d["bbox"]
-        if not isinstance(b, (list, tuple)) or len(b) != 4:
-            raise DataError(f"{path}: image '{image_id}': entry {k} bbox must be [x, y, w, h]")
+        if not isinstance(b, (list, tuple)) or len(b) != 4 or not all(_is_number(v) for v in b):
+            raise DataError(f"{path}: image '{image_id}': entry {k} bbox must be [x, y, w, h] numbers, got {b!r}"[:300])
+        if not _is_number(d.get("score", 0.0)):
+            raise DataError(f"{path}: image '{image_id}': entry {k} score must be a number, got {d['score']!r}"[:300])
         boxes, scores = grouped.setdefault(image_id, ([], []))
         boxes.append(b)
         scores.append(d.get("score", 0.0))
@@ -445,12 +456,23 @@ def load_proposals(path: Union[str, Path], dataset=None, allow_pickle: bool = Fa
         return {_stem_id(path): _load_per_image(path)}
     if kind in ("pkl", "detectron-pkl", "detectron2-pkl", "mmdet-pkl"):
         obj = _read_pickle(path, allow_pickle)
-        return _from_pickle(path, obj, _pkl_kind(obj) if kind == "pkl" else kind, dataset)
+        kind = _pkl_kind(obj) if kind == "pkl" else kind
+        try:
+            return _from_pickle(path, obj, kind, dataset)
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+            # The unpickled object can be any mix of containers: a wrong type anywhere in it is
+            # the file's fault, whichever line of the conversion trips over it.
+            raise DataError(f"{path}: unexpected content for {kind} ({_first_line(e)})") from e
     if kind == "coco-json":
         return _load_coco_json(path, dataset)
     raise DataError(
         f"{path}: cannot tell the proposal format from the extension; pass fmt= one of {', '.join(FORMATS[1:])}"
     )
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:150] if text else ''}"
 
 
 def _few(items: Sequence[str], n: int = 5) -> str:
