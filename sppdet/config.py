@@ -128,6 +128,10 @@ class PaperConfig:
     finetune_lr: float = 1e-4
     finetune_lr_steps: List[int] = field(default_factory=lambda: [1500])
     finetune_batch: int = 128
+    #: Image views each fine-tuning mini-batch draws its ``finetune_batch`` windows from (the
+    #: foreground fraction is kept over the union of their windows); 0 = every cached view (windows
+    #: across the whole cache). Fewer views load fewer cached maps per iteration.
+    finetune_images: int = 0
     #: Also train the head's box regressor (bbox_pred) while fine-tuning (Fast R-CNN's multi-task
     #: loss; not in the SPP-net paper). Only the softmax scorer uses it; the SVM scorer uses the
     #: ridge regressors trained on pool5.
@@ -141,6 +145,9 @@ class PaperConfig:
     svm_evict_thresh: float = -1.2
     svm_retrain_limit: int = 2000
     svm_epochs: int = 1
+    #: Also mine hard negatives on the mirrored views (R-CNN's SVMs use the unmirrored images only;
+    #: the positives always include both views' ground truth).
+    svm_mine_flipped: bool = True
     #: liblinear's B: the bias is learnt as a weight on a constant feature of this value
     #: (R-CNN / fast-rcnn train_svms.py use 10).
     svm_intercept_scaling: float = 10.0
@@ -186,6 +193,9 @@ class TrainConfig:
     workers: int = 2
     #: Stop with an error when the loss is NaN/inf (the last good checkpoint is kept).
     stop_on_nan: bool = True
+    #: Mixed-precision training on CUDA: "off", "bf16" (autocast) or "fp16" (autocast + GradScaler).
+    #: Ignored with a warning on CPU. Applies to both recipes (the paper recipe's fc fine-tuning).
+    amp: str = "off"
     paper: PaperConfig = field(default_factory=PaperConfig)
 
 
