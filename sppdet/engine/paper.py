@@ -142,7 +142,14 @@ class PaperTrainer:
         pc = cfg.train.paper
         self.cache_dir = Path(pc.cache_dir) if pc.cache_dir else self.out / "feature_cache"
         self.box_coder = BoxCoder(cfg.model.box_weights)
-        self.cache: Optional[FeatureCache] = None
+        self._cache: Optional[FeatureCache] = None
+
+    @property
+    def cache(self) -> FeatureCache:
+        """The feature cache (opened or built by the cache stage, which every run starts with)."""
+        if self._cache is None:
+            raise SppdetError("the feature cache is not open yet; run the cache stage first")
+        return self._cache
 
     # -- orchestration -----------------------------------------------------------------
     def run(self, stage: str = "all", resume: bool = False) -> Dict:
@@ -258,11 +265,11 @@ class PaperTrainer:
         if not build:
             fp = expected_fingerprint(self.model, self.dataset, self.proposals, self.cfg)
             try:
-                self.cache = FeatureCache.open(self.cache_dir, fp, target_size=self.cfg.input.target_size)
+                self._cache = FeatureCache.open(self.cache_dir, fp, target_size=self.cfg.input.target_size)
             except CacheError as e:
                 raise SppdetError(f"{e}; run the cache stage first (--stage cache or all)") from None
             return False
-        self.cache = build_feature_cache(
+        self._cache = build_feature_cache(
             self.model,
             self.dataset,
             self.proposals,
@@ -310,7 +317,7 @@ class PaperTrainer:
 
     def _pool_rows(self, rows: np.ndarray) -> torch.Tensor:
         """float32 ``(len(rows), D)`` pool5 vectors of ``rows``, in their order."""
-        out = torch.empty((len(rows), self.model.spp_dim), device=self.device)
+        out = torch.empty((len(rows), int(self.model.spp_dim)), device=self.device)
         for pos, x in self._chunks(rows):
             out[torch.from_numpy(pos).to(self.device)] = x
         return out
@@ -397,7 +404,7 @@ class PaperTrainer:
             resume_schedule(scheduler, start)
             log.info("resumed fine-tuning at iteration %d", start)
         rank, world = du.get_rank(), du.get_world_size()
-        ddp_head = head
+        ddp_head: torch.nn.Module = head
         if world > 1:
             ddp_head = torch.nn.parallel.DistributedDataParallel(
                 head, device_ids=[self.device.index] if self.device.type == "cuda" else None
@@ -590,7 +597,7 @@ class PaperTrainer:
         pc, idx = self.cfg.train.paper, self.cache.index
         scale = feature_scale(self._pool_rows(self._sample_windows(SCALE_SAMPLE, 23)).cpu().numpy(), pc.svm_feat_norm)
         sel = np.nonzero((idx["max_iou"] >= pc.bbox_reg_min_iou) & (idx["gt_label"] > 0))[0]
-        d, k_all = self.model.spp_dim, self.num_classes
+        d, k_all = int(self.model.spp_dim), self.num_classes
         labels = idx["gt_label"][sel]
         targets = self.box_coder.encode(torch.from_numpy(idx["boxes"][sel]), torch.from_numpy(idx["gt_box"][sel]))
         accs = {k: RidgeAccumulator(d, 4) for k in range(1, k_all + 1) if (labels == k).any()}

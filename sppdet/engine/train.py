@@ -31,7 +31,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 
@@ -45,7 +45,7 @@ from . import distributed as du
 from .checkpoint import load_checkpoint, restore_model, restore_rng, save_checkpoint
 from .data import _mix, build_train_loader
 from .hooks import EvalHook, LRScheduler, NaNGuard, PeriodicCheckpointer, ProgressLogger
-from .train_loop import SimpleTrainer, Step, StepOutput, check_amp
+from .train_loop import HookBase, SimpleTrainer, Step, StepOutput, check_amp
 
 log = logging.getLogger("sppdet.train")
 
@@ -192,7 +192,7 @@ def train(cfg: Config, output_dir: Optional[str] = None, resume: bool = False) -
         model.train()
 
     guard = NaNGuard(model, lambda: _kept(out), "lower train.base_lr or check the data")
-    hooks = [guard] if tc.stop_on_nan else []
+    hooks: List[HookBase] = [guard] if tc.stop_on_nan else []
     hooks += [
         LRScheduler(scheduler),
         ProgressLogger(

@@ -198,8 +198,9 @@ def test_cache_contents_reuse_and_integrity(tiny_set, tmp_path):
             feats = t.model.conv_features(batch)
             rois = torch.cat([torch.zeros(len(boxes), 1), torch.from_numpy(boxes)], 1)
             live = t.model.pool(feats, batch.factors, rois)
-        assert np.allclose(np.asarray(cache.maps(view)[0], np.float32), feats[0][0].permute(1, 2, 0).numpy(), 
-                           rtol=1e-3, atol=1e-3)
+        assert np.allclose(
+            np.asarray(cache.maps(view)[0], np.float32), feats[0][0].permute(1, 2, 0).numpy(), rtol=1e-3, atol=1e-3
+        )
         cached = cache.pool_view(t.model, view)
         assert cached.shape == live.shape == (len(boxes), 160)
         assert torch.allclose(cached, live, rtol=2e-3, atol=2e-3)
