@@ -129,6 +129,7 @@ def test_kill9_during_feature_caching_then_resume_equals_uninterrupted(sample, t
     assert not list((cache / "shards").glob(".*.tmp"))  # the killed run's temp file was cleaned up
 
 
+@pytest.mark.slow
 def test_kill9_during_finetuning_then_resume_equals_uninterrupted(sample, tmp_path):
     """fc fine-tuning on the one training loop, killed after its first checkpoint, resumed from it."""
     from sppdet.config import config_from_dict
