@@ -37,6 +37,7 @@ Optimizer = Literal["sgd", "adamw"]
 LrSchedule = Literal["step", "cosine"]
 Metric = Literal["voc07", "voc2010", "coco"]
 Scorer = Literal["svm", "softmax"]
+Amp = Literal["off", "bf16", "fp16"]
 
 
 def choices(literal: Any) -> Tuple[Any, ...]:
@@ -235,6 +236,10 @@ class PaperConfig:
     finetune_lr: float = _f(1e-4, 0.0, lo_open=True)
     finetune_lr_steps: List[int] = _f([1500], 0)
     finetune_batch: int = _f(128, 1)
+    #: Image views each fine-tuning mini-batch draws its ``finetune_batch`` windows from (the
+    #: foreground fraction is kept over the union of their windows); 0 = every cached view (windows
+    #: across the whole cache). Fewer views load fewer cached maps per iteration.
+    finetune_images: int = _f(0, 0)
     #: Also train the head's box regressor (bbox_pred) while fine-tuning (Fast R-CNN's multi-task
     #: loss; not in the SPP-net paper). Only the softmax scorer uses it; the SVM scorer uses the
     #: ridge regressors trained on pool5.
@@ -248,6 +253,9 @@ class PaperConfig:
     svm_evict_thresh: float = -1.2
     svm_retrain_limit: int = _f(2000, 1)
     svm_epochs: int = _f(1, 1)
+    #: Also mine hard negatives on the mirrored views (R-CNN's SVMs use the unmirrored images only;
+    #: the positives always include both views' ground truth).
+    svm_mine_flipped: bool = True
     #: liblinear's B: the bias is learnt as a weight on a constant feature of this value
     #: (R-CNN / fast-rcnn train_svms.py use 10).
     svm_intercept_scaling: float = _f(10.0, 0.0, lo_open=True)
@@ -298,6 +306,9 @@ class TrainConfig:
     workers: int = _f(2, 0)
     #: Stop with an error when the loss is NaN/inf (the last good checkpoint is kept).
     stop_on_nan: bool = True
+    #: Mixed-precision training on CUDA: "off", "bf16" (autocast) or "fp16" (autocast + GradScaler).
+    #: Ignored with a warning on CPU. Applies to both recipes (the paper recipe's fc fine-tuning).
+    amp: Amp = "off"
     paper: PaperConfig = field(default_factory=PaperConfig)
 
     def __post_init__(self) -> None:
@@ -323,7 +334,7 @@ class TestConfig:
     svd_rank_fc7: int = _f(0, 0)
     #: Mixed precision at inference on CUDA: "off", "bf16" or "fp16" (autocast of the conv and
     #: head; scores, boxes and NMS stay float32). Ignored with a warning on CPU.
-    amp: Literal["off", "bf16", "fp16"] = "off"
+    amp: Amp = "off"
 
     def __post_init__(self) -> None:
         _check_section(self, "test.")

@@ -131,6 +131,45 @@ def test_kill9_during_feature_caching_then_resume_equals_uninterrupted(sample, t
     assert not list((cache / "shards").glob(".*.tmp"))  # the killed run's temp file was cleaned up
 
 
+@pytest.mark.slow
+def test_kill9_during_finetuning_then_resume_equals_uninterrupted(sample, tmp_path):
+    """fc fine-tuning on the one training loop, killed after its first checkpoint, resumed from it."""
+    from sppdet.config import config_from_dict
+    from sppdet.engine.checkpoint import load_checkpoint
+    from sppdet.engine.paper import train_paper
+
+    extra = {
+        **_paper_extra(),
+        "train.paper.finetune_iters": 400,
+        "train.paper.finetune_lr_steps": [300],
+        "train.paper.finetune_images": 2,
+        "train.checkpoint_period": 20,
+    }
+    cfg, _ = _cfg(sample, tmp_path, "reference", **extra)
+    train_paper(config_from_dict(cfg), cfg["output_dir"], stage="cache")
+    shared = {"train.paper.cache_dir": str(tmp_path / "reference" / "feature_cache"), **extra}
+    cfg, _ = _cfg(sample, tmp_path, "reference", **shared)
+    train_paper(config_from_dict(cfg), cfg["output_dir"], stage="finetune")
+    reference = load_checkpoint(tmp_path / "reference" / "finetune.pth")
+
+    _, path = _cfg(sample, tmp_path, "killed", **shared)
+    out = tmp_path / "killed"
+    args = ["--config", path, "--stage", "finetune"]
+    code = kill_when("train", args, lambda: (out / "finetune_last.pth").exists(), tmp_path / "killed.log")
+    assert code == -9, (tmp_path / "killed.log").read_text()
+    assert not (out / "finetune.pth").exists()
+    done_at_kill = load_checkpoint(out / "finetune_last.pth")["iteration"]
+    assert 20 <= done_at_kill < 400
+
+    r = run_subprocess("train", [*args, "--resume"])
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"resumed fine-tuning at iteration (\d+)", r.stderr), r.stderr
+    resumed = load_checkpoint(out / "finetune.pth")
+    assert resumed["iteration"] == reference["iteration"] == 400
+    for k, v in reference["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k
+
+
 def _many_images(folder: Path, n: int) -> None:
     rng = np.random.default_rng(5)
     folder.mkdir()

@@ -1,32 +1,40 @@
-"""The paper recipe's feature cache: region-SPP (pool5) vectors of every training window, on disk.
+"""The paper recipe's feature cache: the conv feature map of every training image view, on disk.
 
 The conv layers stay fixed, so each training image (and its mirror image when
-``train.paper.flip``) goes through the backbone once; the SPP vector of each of its windows
-(ground-truth boxes first, then the top ``proposals.max_per_image`` proposals) is stored in
-float16. Everything after (fc fine-tuning, SVMs, box regression) reads these vectors.
+``train.paper.flip``) goes through the backbone once per scale of ``input.train_scales``, and
+its conv map is stored in float16, channels last. The windows (ground-truth boxes first, then
+the top ``proposals.max_per_image`` proposals) are small per-view metadata; a window's
+region-SPP (pool5) vector is pooled from the cached map whenever a later stage needs it
+(:meth:`FeatureCache.pool`), at the scale where its area is closest to
+``input.target_size ** 2`` (the paper's multi-scale rule, :func:`assign_scales`). So the cache
+holds ``C x H/16 x W/16`` numbers per view and scale instead of ``D = C x sum(n*n)`` per window:
+for ZF-5 on a VOC image at 688 px about 1.3 MB instead of 51 MB.
 
 Layout (``<cache_dir>/``)::
 
-    shards/<name>.npy   float16 (N, D)  one shard per image view, memory-mapped when read
+    shards/<name>.npy   float16, 1-D: the view's maps, one per scale, each (H_s, W_s, C)
+                        flattened and concatenated; memory-mapped when read
     shards/<name>.npz   that view's windows: boxes (N, 4) (in the view's pixels, x mirrored for
                         a flipped view), max_iou (N,), gt_label (N,) (label of the best-overlapping
                         ground truth, 0 when none), gt_index (N,) (-1 when none), is_gt (N,),
-                        gt_boxes (G, 4), gt_labels (G,), plus the shard key and the size and
-                        hashes of the .npy
-    meta.json           written LAST: settings fingerprint, D, and per shard its key, window
-                        count and the sizes and hashes of both files, and a checksum of itself
+                        gt_boxes (G, 4), gt_labels (G,); map_shapes (S, 3) and factors (S,) (the
+                        resize factor of each scale); the shard key and the size and hashes of
+                        the .npy
+    meta.json           written LAST: settings fingerprint, channels, and per shard its key,
+                        window count and the sizes and hashes of both files, and a checksum of itself
 
 ``<name>`` is a hash of the image id, plus ``_flip`` for the mirrored view. Every file is written
 atomically (temp + rename), the ``.npy`` before the ``.npz`` that vouches for it, so a kill -9
 loses at most the image being written and ``--resume`` continues with the next.
 
 Integrity: a shard's *key* hashes the cache settings (backbone and its weights, input scales,
-SPP levels, proposal settings...), the image's ground truth, its proposals and the view. A shard
-is valid when its ``.npz`` loads, carries the expected key, and the ``.npy`` has the recorded
-size and hash. Opening checks ``meta.json`` (checksum, fingerprint) and every file's size, the
-``.npz`` hashes and a sampled hash of each ``.npy`` (its first and last 64 KiB and 16 blocks in
-between; ``verify="full"`` hashes every byte). A stale cache (other settings, backbone weights,
-proposals or images) or a damaged one is rebuilt, reusing the shards that are still valid.
+proposal settings...), the image's ground truth, its proposals and the view. A shard is valid
+when its ``.npz`` loads, carries the expected key, and the ``.npy`` has the recorded size and
+hash. Opening checks ``meta.json`` (checksum, fingerprint) and every file's size, the ``.npz``
+hashes and a sampled hash of each ``.npy`` (its first and last 64 KiB and 16 blocks in between;
+``verify="full"`` hashes every byte). A stale cache (other settings, backbone weights, proposals
+or images) or a damaged one is rebuilt, reusing the shards that are still valid. The SPP levels
+and the fc layers are not part of the key: the maps do not depend on them.
 
 Under ``torchrun`` every rank calls :func:`build_feature_cache` together: rank 0 decides whether
 the cache is reused, the images are sharded over the ranks (both views of an image on the same
@@ -53,20 +61,22 @@ import torch
 
 from ..errors import SppdetError
 from ..fileio import atomic_write, save_json
+from ..modeling.features import assign_scales, image_scale_factors
 from ..structures import box_iou, clip_boxes, hflip_boxes, valid_boxes_mask
 from ..utils import comm as du
 
 log = logging.getLogger("sppdet.paper")
 
 FORMAT = "sppdet-feature-cache"
-VERSION = 1
+VERSION = 2
 META = "meta.json"
 SHARDS = "shards"
-#: Windows pooled per call while building (bounds memory).
-CHUNK = 512
 #: Memory maps kept open while reading (least recently used ones are closed).
 MAX_OPEN = 256
+#: Largest float16 value: a map beyond it cannot be cached.
+FP16_MAX = 65000.0
 _WINDOW_FIELDS = ("boxes", "max_iou", "gt_label", "gt_index", "is_gt", "gt_boxes", "gt_labels")
+_VIEW_FIELDS = ("map_shapes", "factors")
 
 
 class CacheError(SppdetError):
@@ -123,7 +133,7 @@ def module_sha1(module: torch.nn.Module) -> str:
 
 
 def cache_settings(cfg, model: torch.nn.Module) -> Dict:
-    """Everything besides the images and proposals that the cached vectors depend on."""
+    """Everything besides the images and proposals that the cached maps and windows depend on."""
     m, i, p = cfg.model, cfg.input, cfg.proposals
     return {
         "format": FORMAT,
@@ -134,16 +144,13 @@ def cache_settings(cfg, model: torch.nn.Module) -> Dict:
         "normalization": m.normalization,
         "feature_stride": m.feature_stride,
         "reduce_channels": m.reduce_channels,
-        "spp_levels": list(m.spp_levels),
-        "spp_mode": m.spp_mode,
         "train_scales": list(i.train_scales),
         "max_size": i.max_size,
-        "target_size": i.target_size,
         "max_per_image": p.max_per_image,
         "exclude_difficult": cfg.data.exclude_difficult,
         "classes": list(cfg.data.classes),
         "backbone_sha1": module_sha1(model.backbone),
-        "spp_dim": int(model.spp_dim),
+        "channels": int(model.backbone.out_channels),
     }
 
 
@@ -211,17 +218,22 @@ class FeatureCache:
     """Read side of a complete cache (open with :meth:`open`).
 
     Attributes:
-        dim: D, the SPP vector length.
+        channels: C, the channels of a conv map.
+        scales: S, the number of cached scales.
+        target_size: the multi-scale rule's target (each window at the scale where its area is
+            closest to ``target_size ** 2``).
         shards: one :class:`ShardInfo` per image view, in build order.
         index: concatenated windows of all shards: ``shard (W,)``, ``row (W,)``, ``boxes (W, 4)``,
             ``max_iou (W,)``, ``gt_label (W,)``, ``gt_box (W, 4)`` (the best-overlapping ground
-            truth, zeros when none), ``is_gt (W,)``.
+            truth, zeros when none), ``is_gt (W,)``, ``scale (W,)`` (the scale it is pooled at).
     """
 
-    def __init__(self, folder: Path, meta: Dict) -> None:
+    def __init__(self, folder: Path, meta: Dict, target_size: float = 224.0) -> None:
         self.folder = Path(folder)
         self.meta = meta
-        self.dim = int(meta["dim"])
+        self.channels = int(meta["channels"])
+        self.scales = len(meta["settings"]["train_scales"])
+        self.target_size = float(target_size)
         self.fingerprint = meta["fingerprint"]
         self.shards = [
             ShardInfo(s["name"], s["image_id"], bool(s["flip"]), s["key"], int(s["windows"])) for s in meta["shards"]
@@ -238,42 +250,78 @@ class FeatureCache:
     def num_windows(self) -> int:
         return len(self.index["shard"])
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes on disk (maps and window files)."""
+        return int(sum(s["npy_bytes"] + s["npz_bytes"] for s in self.meta["shards"]))
+
     def _path(self, i: int, ext: str) -> Path:
         return self.folder / SHARDS / f"{self.shards[i].name}.{ext}"
 
     def _load_windows(self, i: int) -> Dict[str, np.ndarray]:
         with np.load(self._path(i, "npz"), allow_pickle=False) as z:
-            return {k: z[k] for k in _WINDOW_FIELDS}
+            return {k: z[k] for k in _WINDOW_FIELDS + _VIEW_FIELDS}
 
     def windows(self, i: int) -> Dict[str, np.ndarray]:
         """Window arrays of shard ``i`` (see module docstring)."""
         return self._windows[i]
 
-    def features(self, i: int) -> np.ndarray:
-        """Memory-mapped float16 ``(N_i, D)`` SPP vectors of shard ``i``."""
-        arr = self._maps.get(i)
-        if arr is None:
-            arr = np.load(self._path(i, "npy"), mmap_mode="r")
-            self._maps[i] = arr
+    def maps(self, i: int) -> List[np.ndarray]:
+        """Memory-mapped float16 conv maps ``(H_s, W_s, C)`` of shard ``i``, one per scale."""
+        flat = self._maps.get(i)
+        if flat is None:
+            flat = np.load(self._path(i, "npy"), mmap_mode="r")
+            self._maps[i] = flat
             if len(self._maps) > MAX_OPEN:
                 self._maps.popitem(last=False)
         else:
             self._maps.move_to_end(i)
-        return arr
-
-    def gather(self, windows: np.ndarray) -> np.ndarray:
-        """float32 ``(B, D)`` SPP vectors of windows given as global indices into :attr:`index`."""
-        windows = np.asarray(windows, dtype=np.int64)
-        out = np.empty((len(windows), self.dim), dtype=np.float32)
-        shard, row = self.index["shard"][windows], self.index["row"][windows]
-        for s in np.unique(shard):
-            sel = np.nonzero(shard == s)[0]
-            order = np.argsort(row[sel], kind="stable")  # ascending rows read the map in order
-            out[sel[order]] = self.features(int(s))[row[sel][order]]
+        out, at = [], 0
+        for h, w, c in self._windows[i]["map_shapes"].tolist():
+            out.append(flat[at : at + h * w * c].reshape(h, w, c))
+            at += h * w * c
         return out
 
+    @torch.no_grad()
+    def pool(self, model, windows: np.ndarray, device="cpu") -> torch.Tensor:
+        """float32 ``(B, D)`` region-SPP vectors of windows given as global indices into
+        :attr:`index`, pooled from the cached maps with ``model.pool`` (in the requested order).
+
+        The views involved are stacked (zero-padded bottom/right, as a live batch is) per scale;
+        only the scales their windows use are loaded.
+        """
+        windows = np.asarray(windows, dtype=np.int64)
+        views, local = np.unique(self.index["shard"][windows], return_inverse=True)
+        if len(windows) == 0:
+            return torch.zeros((0, model.spp_dim))
+        used = np.unique(self.index["scale"][windows])
+        feats: List[torch.Tensor] = []
+        for s in range(self.scales):
+            if s not in used:  # never read: a 1x1 placeholder keeps the scale indices
+                feats.append(torch.zeros((len(views), self.channels, 1, 1), device=device))
+                continue
+            maps = [self.maps(int(v))[s] for v in views]
+            h, w = max(m.shape[0] for m in maps), max(m.shape[1] for m in maps)
+            batch = np.zeros((len(views), h, w, self.channels), dtype=np.float32)
+            for j, m in enumerate(maps):
+                batch[j, : m.shape[0], : m.shape[1]] = m
+            # NHWC storage seen as NCHW: the channels-last layout region SPP reads fastest
+            feats.append(torch.from_numpy(batch).permute(0, 3, 1, 2).to(device))
+        factors = torch.from_numpy(np.stack([self._windows[int(v)]["factors"] for v in views]).astype(np.float64))
+        boxes = torch.from_numpy(self.index["boxes"][windows])
+        rois = torch.cat([torch.from_numpy(local.astype(np.float32))[:, None], boxes], 1).to(device)
+        return model.pool(feats, factors, rois, self.target_size).float()
+
+    def pool_view(self, model, i: int, rows: Optional[np.ndarray] = None, device="cpu") -> torch.Tensor:
+        """float32 ``(N, D)`` vectors of shard ``i``'s windows (all, or ``rows``)."""
+        first = int(np.searchsorted(self.index["shard"], i))
+        rows = np.arange(self.shards[i].windows) if rows is None else np.asarray(rows)
+        return self.pool(model, first + rows, device)
+
     def _build_index(self) -> Dict[str, np.ndarray]:
-        parts = {k: [] for k in ("shard", "row", "boxes", "max_iou", "gt_label", "gt_box", "is_gt")}
+        parts: Dict[str, List[np.ndarray]] = {
+            k: [] for k in ("shard", "row", "boxes", "max_iou", "gt_label", "gt_box", "is_gt", "scale")
+        }
         for i, w in enumerate(self._windows):
             n = len(w["boxes"])
             parts["shard"].append(np.full(n, i, np.int32))
@@ -284,6 +332,9 @@ class FeatureCache:
             parts["gt_box"].append(gt_box)
             for k in ("boxes", "max_iou", "gt_label", "is_gt"):
                 parts[k].append(w[k])
+            factors = torch.from_numpy(np.asarray(w["factors"], np.float64)).expand(n, -1)
+            level = assign_scales(torch.from_numpy(w["boxes"]), factors, self.target_size)  # as model.pool does
+            parts["scale"].append(level.numpy().astype(np.int8))
         out = {}
         for k, v in parts.items():
             out[k] = np.concatenate(v) if v else np.zeros((0, 4) if k in ("boxes", "gt_box") else (0,))
@@ -291,7 +342,9 @@ class FeatureCache:
 
     # -- opening and checking ----------------------------------------------------------
     @classmethod
-    def open(cls, folder, fingerprint: Optional[str] = None, verify: str = "quick") -> "FeatureCache":
+    def open(
+        cls, folder, fingerprint: Optional[str] = None, verify: str = "quick", target_size: float = 224.0
+    ) -> "FeatureCache":
         """Open a complete cache; :class:`CacheError` says why one is absent, stale or damaged.
 
         ``verify``: "none" (meta only), "quick" (sizes, hashes of small files, sampled hash of
@@ -305,7 +358,7 @@ class FeatureCache:
             bad = [s["name"] for s in meta["shards"] if not _shard_files_ok(folder, s, full=verify == "full")]
             if bad:
                 raise CacheError(f"{folder}: {len(bad)} damaged shard(s), e.g. {bad[0]}")
-        return cls(folder, meta)
+        return cls(folder, meta, target_size)
 
 
 def _checksum(meta: Dict) -> str:
@@ -388,17 +441,20 @@ def _shard_record(folder: Path, job: _Job) -> Optional[Dict]:
     return rec
 
 
-def _write_shard(folder: Path, job: _Job, feats: np.ndarray, windows: Dict[str, np.ndarray]) -> Dict:
+def _write_shard(
+    folder: Path, job: _Job, maps: Sequence[np.ndarray], factors: Sequence[float], windows: Dict[str, np.ndarray]
+) -> Dict:
     base = folder / SHARDS / job.name
     npy, npz = base.with_name(base.name + ".npy"), base.with_name(base.name + ".npz")
+    flat = np.concatenate([m.reshape(-1) for m in maps]).astype(np.float16, copy=False)
     with atomic_write(npy, "wb") as f:
-        np.save(f, feats, allow_pickle=False)
+        np.save(f, flat, allow_pickle=False)
     size = os.path.getsize(npy)
     rec = {
         "npy_bytes": size,
         "npy_sha1": file_sha1(npy),
         "npy_sample": sampled_sha1(npy, size),
-        "windows": int(len(feats)),
+        "windows": int(len(windows["boxes"])),
     }
     with atomic_write(npz, "wb") as f:
         np.savez(
@@ -407,6 +463,8 @@ def _write_shard(folder: Path, job: _Job, feats: np.ndarray, windows: Dict[str, 
             npy_bytes=np.array(size),
             npy_sha1=np.array(rec["npy_sha1"]),
             npy_sample=np.array(rec["npy_sample"]),
+            map_shapes=np.array([m.shape for m in maps], dtype=np.int64).reshape(-1, 3),
+            factors=np.asarray(factors, dtype=np.float64),
             **windows,
         )
     rec.update(
@@ -421,42 +479,38 @@ def _write_shard(folder: Path, job: _Job, feats: np.ndarray, windows: Dict[str, 
 
 
 @torch.no_grad()
-def pool_windows(
-    model, image: np.ndarray, boxes: np.ndarray, scales: Sequence[int], max_size: int, flip: bool, device
-) -> np.ndarray:
-    """float16 ``(N, D)`` SPP vectors of ``boxes`` (in the view's pixels) of one image view."""
+def conv_maps(
+    model, image: np.ndarray, scales: Sequence[int], max_size: int, flip: bool, device
+) -> Tuple[List[np.ndarray], List[float]]:
+    """float16 conv maps ``(H_s, W_s, C)`` of one image view at each scale, and the resize factors."""
     batch = model.prepare([image], scales, max_size, flips=[flip]).to(device)
-    feats = model.conv_features(batch)
-    out = np.empty((len(boxes), model.spp_dim), dtype=np.float16)
-    b = torch.as_tensor(boxes, dtype=torch.float32)
-    for i in range(0, len(b), CHUNK):
-        c = b[i : i + CHUNK].to(device)
-        rois = torch.cat([c.new_zeros((len(c), 1)), c], 1)
-        pooled = model.pool(feats, batch.factors, rois).float()
-        if not torch.isfinite(pooled).all() or pooled.abs().max() > 65000:
+    maps = []
+    for feat in model.conv_features(batch):
+        m = feat[0].float()
+        if not torch.isfinite(m).all() or m.abs().max() > FP16_MAX:
             raise SppdetError(
-                "feature cache: pooled features overflow float16 (|x| > 65000) or are not "
+                f"feature cache: conv features overflow float16 (|x| > {FP16_MAX:g}) or are not "
                 "finite; check model.normalization and the backbone weights"
             )
-        out[i : i + len(c)] = pooled.cpu().numpy().astype(np.float16)
-    return out
+        maps.append(m.permute(1, 2, 0).contiguous().cpu().numpy().astype(np.float16))
+    return maps, [float(f) for f in batch.factors[0].tolist()]
 
 
-def _jobs(dataset, proposals, cfg, settings_sha: str) -> Tuple[List[_Job], List[int]]:
-    """One job per image view with its shard key; also each image's window count (estimate)."""
+def _jobs(dataset, proposals, cfg, settings_sha: str) -> Tuple[List[_Job], List[Tuple[int, int]]]:
+    """One job per image view with its shard key; also each image's ``(height, width)``."""
     views = [False, True] if cfg.train.paper.flip else [False]
-    jobs, counts = [], []
+    jobs, sizes = [], []
     for i, rec in enumerate(dataset):
         props = np.asarray(proposals.boxes(rec.image_id), dtype=np.float32).reshape(-1, 4)
         if cfg.proposals.max_per_image > 0:
             props = props[: cfg.proposals.max_per_image]
         keep = rec.training_mask(cfg.data.exclude_difficult)
         gt_sha = _array_sha1(rec.boxes[keep], rec.labels[keep])
-        counts.append(len(props) + int(keep.sum()))
+        sizes.append((max(1, int(rec.height)), max(1, int(rec.width))))
         for flip in views:
             key = _sha1(json.dumps([settings_sha, rec.image_id, gt_sha, _array_sha1(props), flip]).encode())
             jobs.append(_Job(i, rec.image_id, flip, key, _shard_name(rec.image_id, flip)))
-    return jobs, counts
+    return jobs, sizes
 
 
 def cache_fingerprint(settings: Dict, jobs: Sequence[_Job]) -> str:
@@ -468,6 +522,23 @@ def expected_fingerprint(model, dataset, proposals, cfg) -> str:
     settings = cache_settings(cfg, model)
     jobs, _ = _jobs(dataset, proposals, cfg, _sha1(json.dumps(settings, sort_keys=True).encode()))
     return cache_fingerprint(settings, jobs)
+
+
+def map_bytes(
+    sizes: Sequence[Tuple[int, int]], scales: Sequence[int], max_size: int, channels: int, stride: int
+) -> int:
+    """float16 bytes of the conv maps of images of ``(height, width)`` sizes at ``scales`` (one view
+    each): ``C x ceil(h_s / stride) x ceil(w_s / stride) x 2`` per scale, as the backbone pads."""
+    if not sizes:
+        return 0
+    factors = image_scale_factors(sizes, scales, max_size).numpy()
+    hw = np.asarray(sizes, dtype=np.float64)
+    total = 0
+    for s in range(len(scales)):
+        h = np.maximum(1, np.round(hw[:, 0] * factors[:, s]))
+        w = np.maximum(1, np.round(hw[:, 1] * factors[:, s]))
+        total += int((np.ceil(h / stride) * np.ceil(w / stride)).sum()) * channels * 2
+    return total
 
 
 def build_feature_cache(
@@ -486,14 +557,15 @@ def build_feature_cache(
     t0 = time.time()
     folder = Path(folder)
     model.eval()
+    target = float(cfg.input.target_size)
     settings = cache_settings(cfg, model)
     settings_sha = _sha1(json.dumps(settings, sort_keys=True).encode())
-    jobs, counts = _jobs(dataset, proposals, cfg, settings_sha)
+    jobs, sizes = _jobs(dataset, proposals, cfg, settings_sha)
     fingerprint = cache_fingerprint(settings, jobs)
-    cache = _open_current(folder, fingerprint) if du.is_main_process() else None
+    cache = _open_current(folder, fingerprint, target) if du.is_main_process() else None
     if du.broadcast_object(cache is not None):  # rank 0 decides: every rank takes the same branch
         if cache is None:
-            cache = FeatureCache(folder, read_meta(folder))
+            cache = FeatureCache(folder, read_meta(folder), target)
         cache.reused = True
         return cache
     meta_path = folder / META
@@ -502,7 +574,11 @@ def build_feature_cache(
         if meta_path.exists():
             meta_path.unlink()  # the cache is incomplete until a new meta.json is written
         _remove_temp_files(folder / SHARDS)
-        _check_disk(folder, len(dataset), len(jobs), sum(counts), model.spp_dim)
+        views = len(jobs) // max(1, len(dataset))
+        est = views * map_bytes(
+            sizes, cfg.input.train_scales, cfg.input.max_size, settings["channels"], model.backbone.stride
+        )
+        _check_disk(folder, len(dataset), views, len(cfg.input.train_scales), est)
     du.barrier()
 
     records, reused = [], 0
@@ -528,8 +604,8 @@ def build_feature_cache(
         if job.flip:
             win["boxes"] = hflip_boxes(win["boxes"], w)
             win["gt_boxes"] = hflip_boxes(win["gt_boxes"], w)
-        feats = pool_windows(model, image, win["boxes"], cfg.input.train_scales, cfg.input.max_size, job.flip, device)
-        records.append(_write_shard(folder, job, feats, win))
+        maps, factors = conv_maps(model, image, cfg.input.train_scales, cfg.input.max_size, job.flip, device)
+        records.append(_write_shard(folder, job, maps, factors, win))
     bar.close()
     if world > 1:  # every rank's shards are written once their records arrive here
         parts = du.all_gather_object((records, reused))
@@ -544,7 +620,7 @@ def build_feature_cache(
             "version": VERSION,
             "fingerprint": fingerprint,
             "settings": settings,
-            "dim": int(model.spp_dim),
+            "channels": settings["channels"],
             "dtype": "float16",
             "num_windows": int(sum(r["windows"] for r in records)),
             "shards": records,
@@ -553,13 +629,13 @@ def build_feature_cache(
         meta["checksum"] = _checksum(meta)
         save_json(meta, meta_path)
     du.barrier()  # meta.json is written: the cache is complete
-    return FeatureCache(folder, meta if du.is_main_process() else read_meta(folder))
+    return FeatureCache(folder, meta if du.is_main_process() else read_meta(folder), target)
 
 
-def _open_current(folder: Path, fingerprint: str) -> Optional[FeatureCache]:
+def _open_current(folder: Path, fingerprint: str, target_size: float) -> Optional[FeatureCache]:
     """The complete cache in ``folder`` when it has ``fingerprint`` and passes the quick check."""
     try:
-        cache = FeatureCache.open(folder, fingerprint, verify="quick")
+        cache = FeatureCache.open(folder, fingerprint, verify="quick", target_size=target_size)
     except CacheError as e:
         if (folder / META).exists() or (folder / SHARDS).exists():
             log.warning("feature cache: %s; rebuilding (valid shards are reused with --resume)", e)
@@ -568,17 +644,13 @@ def _open_current(folder: Path, fingerprint: str) -> Optional[FeatureCache]:
     return cache
 
 
-def _check_disk(folder: Path, images: int, jobs: int, windows_per_view: int, dim: int) -> None:
-    """Log the cache's estimated size; a clear error when the disk cannot hold it."""
-    views = jobs // max(1, images)
-    total = windows_per_view * views
-    est = total * dim * 2
+def _check_disk(folder: Path, images: int, views: int, scales: int, est: int) -> None:
+    """Log the cache's size (computed from the map shapes); a clear error when the disk cannot hold it."""
     log.info(
-        "feature cache: %d images x %d view(s), ~%d windows x D=%d x 2 bytes = %.2f GB -> %s",
+        "feature cache: %d images x %d view(s) x %d scale(s), conv maps in float16 = %.3f GB -> %s",
         images,
         views,
-        total,
-        dim,
+        scales,
         est / 1e9,
         folder,
     )
@@ -586,7 +658,7 @@ def _check_disk(folder: Path, images: int, jobs: int, windows_per_view: int, dim
     if est > free:
         raise SppdetError(
             f"feature cache needs ~{est / 1e9:.1f} GB but {folder} has {free / 1e9:.1f} GB free "
-            f"(lower proposals.max_per_image, turn off train.paper.flip or set train.paper.cache_dir)"
+            f"(turn off train.paper.flip, use fewer input.train_scales or set train.paper.cache_dir)"
         )
 
 

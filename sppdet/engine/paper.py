@@ -1,21 +1,29 @@
 """SPP-net's multi-stage training recipe (``train.recipe: paper``), on cached features.
 
-The conv layers stay fixed (pretrained), so the conv features of each training image are
-computed once, and every later stage trains on the cached region-SPP (pool5) vectors:
+The conv layers stay fixed (pretrained), so the conv feature maps of each training image are
+computed once (per scale) and cached; every later stage pools the region-SPP (pool5) vectors
+of the windows it needs from the cached maps, on the fly, with the model's region-SPP layer:
 
-1. ``cache``     pool5 vectors of every window (ground truth + top proposals), mirrored views
-                 too when ``train.paper.flip`` (:mod:`sppdet.engine.feature_cache`).
+1. ``cache``     conv maps of every training image view (mirrored views too when
+                 ``train.paper.flip``) at each of ``input.train_scales``, float16, plus the
+                 windows (ground truth + top proposals) as metadata
+                 (:mod:`sppdet.engine.feature_cache`). Each window is pooled at the scale where
+                 its area is closest to ``input.target_size ** 2``.
 2. ``finetune``  fc6, fc7 and a new (K+1)-way fc8 (``head.cls_score``) by SGD on mini-batches of
-                 ``finetune_batch`` windows drawn across the whole cache: ``train.fg_fraction``
-                 foreground (IoU >= ``train.fg_iou``), the rest background (IoU in
-                 ``[train.bg_iou_low, train.bg_iou_high)``); lr ``finetune_lr``, times
-                 ``train.lr_gamma`` at each of ``finetune_lr_steps``, momentum ``train.momentum``.
+                 ``finetune_batch`` windows drawn from ``finetune_images`` random views (0: from
+                 the whole cache): ``train.fg_fraction`` foreground (IoU >= ``train.fg_iou``), the
+                 rest background (IoU in ``[train.bg_iou_low, train.bg_iou_high)``); lr
+                 ``finetune_lr``, times ``train.lr_gamma`` at each of ``finetune_lr_steps``,
+                 momentum ``train.momentum``. It runs on the one training loop
+                 (:mod:`sppdet.engine.train_loop`, with ``train.amp`` on CUDA).
                  With ``finetune_bbox`` the head's box regressor (``bbox_pred``) is trained too
                  (Fast R-CNN's multi-task loss; not in the SPP-net paper, and used only by
                  ``scorer: softmax``: the SVM scorer uses the ridge regressors of stage 4).
 3. ``svm``       per-class linear SVMs on fc7 of the fine-tuned fc layers, with hard negative
-                 mining (:mod:`sppdet.svm`).
-4. ``bbox``      per-class ridge box regressors on pool5 (:mod:`sppdet.svm`).
+                 mining (:mod:`sppdet.svm`), one view at a time: in memory are the positives,
+                 the current hard negatives and one view's windows.
+4. ``bbox``      per-class ridge box regressors on pool5 (:mod:`sppdet.svm`), accumulated over
+                 chunks of windows (``K`` matrices of ``D x D`` float64 in memory).
 
 Outputs in the output folder, each written atomically: the cache, ``finetune.pth`` (a normal
 checkpoint: usable with ``train.paper.scorer=softmax``), ``svm.pth``, ``bbox.pth`` and
@@ -42,19 +50,28 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from ..config import Config, config_to_dict, save_config
+from ..config import Config, config_from_dict, config_to_dict, save_config
+from ..data.build import build_dataset
 from ..errors import SppdetError
 from ..fileio import make_output_dir, save_json, torch_load, torch_save
+from ..modeling.detector import build_detector
+from ..modeling.loss import FastRCNNLoss
+from ..proposals.build import get_proposals
 from ..structures import BoxCoder, box_iou
+from ..svm import MiningImage, RidgeAccumulator, SVMParams, feature_scale, scorer_state, train_svms
 from ..utils import comm as du
 from .checkpoint import restore_model, save_checkpoint
 from .data import mix_seed
-from .feature_cache import CacheError, FeatureCache, build_feature_cache
+from .feature_cache import CacheError, FeatureCache, build_feature_cache, expected_fingerprint
+from .hooks import LRScheduler, NaNGuard, PeriodicCheckpointer, ProgressLogger, resume_schedule
+from .train import build_optimizer, global_losses
+from .train_loop import SimpleTrainer, Step, StepOutput
 
 log = logging.getLogger("sppdet.paper")
 
@@ -68,8 +85,10 @@ FINETUNE, FINETUNE_LAST, SVM, BBOX, FINAL = (
 )
 #: Windows sampled to compute a feature scale (mean L2 norm).
 SCALE_SAMPLE = 4000
-#: Windows per fc forward / per ridge accumulation chunk.
+#: Windows per fc forward / per pooling and ridge accumulation chunk.
 CHUNK = 2048
+#: Views whose cached maps are loaded together for one pooling call (bounds RAM).
+VIEWS_PER_CHUNK = 32
 
 
 def _key(*parts) -> str:
@@ -84,8 +103,6 @@ def train_paper(cfg: Config, output_dir: Optional[str] = None, resume: bool = Fa
     skipped), ``stage_seconds_recorded`` (what each current output took when it was made, in this
     run or an earlier one; rank 0), ``stages_run``, ``output_dir``, ``cache`` and per-stage statistics.
     """
-    from ..data.build import build_dataset
-    from ..proposals.build import get_proposals
 
     if stage != "all" and stage not in STAGES:
         raise SppdetError(f"--stage: unknown stage '{stage}' (use all, {', '.join(STAGES)})")
@@ -111,7 +128,6 @@ class PaperTrainer:
     """The four stages on one dataset and proposal store (``proposals.boxes(image_id)``)."""
 
     def __init__(self, cfg: Config, output_dir, dataset, proposals, device="cpu", progress: bool = True) -> None:
-        from ..modeling.detector import build_detector
 
         self.cfg = cfg
         self.out = Path(output_dir)
@@ -128,7 +144,14 @@ class PaperTrainer:
         pc = cfg.train.paper
         self.cache_dir = Path(pc.cache_dir) if pc.cache_dir else self.out / "feature_cache"
         self.box_coder = BoxCoder(cfg.model.box_weights)
-        self.cache: Optional[FeatureCache] = None
+        self._cache: Optional[FeatureCache] = None
+
+    @property
+    def cache(self) -> FeatureCache:
+        """The feature cache (opened or built by the cache stage, which every run starts with)."""
+        if self._cache is None:
+            raise SppdetError("the feature cache is not open yet; run the cache stage first")
+        return self._cache
 
     # -- orchestration -----------------------------------------------------------------
     def run(self, stage: str = "all", resume: bool = False) -> Dict:
@@ -164,9 +187,12 @@ class PaperTrainer:
         summary["cache"] = {
             "dir": str(self.cache_dir),
             "views": len(c),
+            "scales": c.scales,
             "windows": c.num_windows,
-            "dim": c.dim,
-            "gigabytes": round(c.num_windows * c.dim * 2 / 1e9, 3),
+            "channels": c.channels,
+            "gigabytes": round(c.nbytes / 1e9, 4),
+            # what the per-window pool5 layout (sppdet <= 0.1) would have needed, for comparison
+            "pool5_layout_gigabytes": round(c.num_windows * self.model.spp_dim * 2 / 1e9, 3),
         }
         if du.is_main_process():
             final = self._write_final()
@@ -196,7 +222,10 @@ class PaperTrainer:
             pc.finetune_lr,
             pc.finetune_lr_steps,
             pc.finetune_batch,
+            pc.finetune_images,
             pc.finetune_bbox,
+            cfg.input.target_size,
+            tc.amp,
             tc.fg_fraction,
             tc.fg_iou,
             tc.bg_iou_low,
@@ -218,6 +247,7 @@ class PaperTrainer:
             pc.svm_retrain_limit,
             pc.svm_epochs,
             pc.svm_intercept_scaling,
+            pc.svm_mine_flipped,
             tc.seed,
         )
         bbox = _key(
@@ -225,22 +255,22 @@ class PaperTrainer:
             pc.bbox_reg_lambda,
             pc.bbox_reg_min_iou,
             pc.svm_feat_norm,
+            cfg.input.target_size,
             cfg.model.box_weights,
             tc.seed,
         )
         return {"finetune": ft, "svm": svm, "bbox": bbox}
 
     def _stage_cache(self, resume: bool, build: bool) -> bool:
-        from .feature_cache import expected_fingerprint
 
         if not build:
             fp = expected_fingerprint(self.model, self.dataset, self.proposals, self.cfg)
             try:
-                self.cache = FeatureCache.open(self.cache_dir, fp)
+                self._cache = FeatureCache.open(self.cache_dir, fp, target_size=self.cfg.input.target_size)
             except CacheError as e:
                 raise SppdetError(f"{e}; run the cache stage first (--stage cache or all)") from None
             return False
-        self.cache = build_feature_cache(
+        self._cache = build_feature_cache(
             self.model,
             self.dataset,
             self.proposals,
@@ -270,6 +300,29 @@ class PaperTrainer:
             return None
         return state
 
+    # -- pooling from the cached maps ---------------------------------------------------
+    def _chunks(self, rows: np.ndarray):
+        """Yield ``(positions, pooled (n, D) float32)`` over ``rows`` (global window indices),
+        in chunks of at most ``CHUNK`` windows from at most ``VIEWS_PER_CHUNK`` views (bounds RAM)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        shard = self.cache.index["shard"][rows[order]]
+        new_view = np.r_[True, shard[1:] != shard[:-1]] if len(shard) else np.zeros(0, bool)
+        group = (np.cumsum(new_view) - 1) // VIEWS_PER_CHUNK
+        start = 0
+        while start < len(order):
+            stop = min(start + CHUNK, int(np.searchsorted(group, group[start], side="right")))
+            pos = order[start:stop]
+            yield pos, self.cache.pool(self.model, rows[pos], self.device)
+            start = stop
+
+    def _pool_rows(self, rows: np.ndarray) -> torch.Tensor:
+        """float32 ``(len(rows), D)`` pool5 vectors of ``rows``, in their order."""
+        out = torch.empty((len(rows), int(self.model.spp_dim)), device=self.device)
+        for pos, x in self._chunks(rows):
+            out[torch.from_numpy(pos).to(self.device)] = x
+        return out
+
     # -- stage 2: fc fine-tuning -------------------------------------------------------
     def _window_sets(self):
         tc, idx = self.cfg.train, self.cache.index
@@ -279,9 +332,36 @@ class PaperTrainer:
             bg = np.nonzero(idx["max_iou"] < tc.bg_iou_high)[0]
         return fg, bg
 
+    def _batch_sampler(self, fg: np.ndarray, bg: np.ndarray):
+        """``sample(it) -> (windows, num_fg)``: the global mini-batch of iteration ``it``
+        (deterministic in ``(seed, it)``, so a resumed run draws what an uninterrupted one does)."""
+        pc, tc = self.cfg.train.paper, self.cfg.train
+        batch = pc.finetune_batch
+        num_fg = min(int(round(batch * tc.fg_fraction)), batch)
+        views = len(self.cache)
+        per_view = 0 < pc.finetune_images < views
+        if per_view:  # each view's fg / bg windows (fg and bg are sorted, as the index is by view)
+            shard = self.cache.index["shard"]
+            fg_at = np.searchsorted(shard[fg], np.arange(views + 1))
+            bg_at = np.searchsorted(shard[bg], np.arange(views + 1))
+
+        def sample(it: int):
+            rng = np.random.default_rng(mix_seed(tc.seed, it, 11))
+            f, b = fg, bg
+            if per_view:
+                pick = np.sort(rng.choice(views, pc.finetune_images, replace=False))
+                f = np.concatenate([fg[fg_at[v] : fg_at[v + 1]] for v in pick])
+                b = np.concatenate([bg[bg_at[v] : bg_at[v + 1]] for v in pick])
+                if b.size == 0:  # views without background: draw it from the whole cache
+                    b = bg
+            n_fg = min(num_fg, f.size)
+            pick_fg = f[rng.integers(0, f.size, n_fg)] if n_fg else f[:0]
+            pick_bg = b[rng.integers(0, b.size, batch - n_fg)]
+            return np.concatenate([pick_fg, pick_bg]), n_fg
+
+        return sample
+
     def _stage_finetune(self, resume: bool, summary: Dict) -> bool:
-        from ..modeling.loss import FastRCNNLoss
-        from .train import build_optimizer, global_losses
 
         key = self._keys()["finetune"]
         if du.broadcast_object(self._load_stage(FINETUNE, key) is not None if du.is_main_process() else None):
@@ -299,18 +379,18 @@ class PaperTrainer:
                 f"fine-tuning needs foreground and background windows; the cache has {fg.size} "
                 f"foreground and {bg.size} background windows (check proposals and ground truth)"
             )
-        idx = self.cache.index
-        num_fg = min(int(round(pc.finetune_batch * tc.fg_fraction)), pc.finetune_batch)
         log.info(
-            "fine-tuning fc layers on %d fg / %d bg cached windows, %d iterations of %d (%d fg)",
+            "fine-tuning fc layers on %d fg / %d bg cached windows, %d iterations of %d windows from %s",
             fg.size,
             bg.size,
             pc.finetune_iters,
             pc.finetune_batch,
-            num_fg,
+            f"{pc.finetune_images} views" if 0 < pc.finetune_images < len(self.cache) else "the whole cache",
         )
-        opt_cfg = _with_lr(cfg, pc.finetune_lr)
-        optimizer = build_optimizer(head, opt_cfg)
+        optimizer = build_optimizer(head, _with_lr(cfg, pc.finetune_lr))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda it: tc.lr_gamma ** sum(1 for s in pc.finetune_lr_steps if it >= s)
+        )
         loss_fn = FastRCNNLoss(box_loss_weight=1.0 if pc.finetune_bbox else 0.0)
         start = 0
         last = self._load_stage(FINETUNE_LAST, key) if resume else None
@@ -318,76 +398,71 @@ class PaperTrainer:
             restore_model(self.model, last, self.out / FINETUNE_LAST)
             optimizer.load_state_dict(last["optimizer"])
             start = int(last["iteration"])
+            resume_schedule(scheduler, start)
             log.info("resumed fine-tuning at iteration %d", start)
-        history: List[Dict] = []
-        bar = _bar(pc.finetune_iters, start, "finetune", self.progress)
-        head.train()
         rank, world = du.get_rank(), du.get_world_size()
-        ddp_head = head
+        ddp_head: torch.nn.Module = head
         if world > 1:
             ddp_head = torch.nn.parallel.DistributedDataParallel(
                 head, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        for it in range(start, pc.finetune_iters):
-            lr = pc.finetune_lr * tc.lr_gamma ** sum(1 for s in pc.finetune_lr_steps if it >= s)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            rng = np.random.default_rng(mix_seed(tc.seed, it, 11))
-            pick_fg = fg[rng.integers(0, fg.size, num_fg)] if num_fg else fg[:0]
-            pick_bg = bg[rng.integers(0, bg.size, pc.finetune_batch - num_fg)]
-            windows = np.concatenate([pick_fg, pick_bg])
+        sample = self._batch_sampler(fg, bg)
+        idx = self.cache.index
+
+        def load(it: int):
+            windows, n_fg = sample(it)
             labels = torch.zeros(len(windows), dtype=torch.long)
-            labels[: len(pick_fg)] = torch.from_numpy(idx["gt_label"][pick_fg].astype(np.int64))
+            labels[:n_fg] = torch.from_numpy(idx["gt_label"][windows[:n_fg]].astype(np.int64))
             targets = torch.zeros(len(windows), 4)
-            if len(pick_fg):
-                targets[: len(pick_fg)] = self.box_coder.encode(
-                    torch.from_numpy(idx["boxes"][pick_fg]), torch.from_numpy(idx["gt_box"][pick_fg])
+            if n_fg:
+                targets[:n_fg] = self.box_coder.encode(
+                    torch.from_numpy(idx["boxes"][windows[:n_fg]]), torch.from_numpy(idx["gt_box"][windows[:n_fg]])
                 )
-            share = slice(
-                rank, None, world
-            )  # this rank's windows of the global mini-batch (all of them single-process)
-            x = torch.from_numpy(self.cache.gather(windows[share])).to(self.device)
-            labels, targets = labels[share], targets[share]
+            share = slice(rank, None, world)  # this rank's windows of the global mini-batch (all single-process)
+            x = self._pool_rows(windows[share])
+            return x, labels[share].to(self.device), targets[share].to(self.device), it
+
+        def forward(data) -> StepOutput:
+            x, labels, targets, it = data
             # dropout masks: same on resume; each rank its own
             torch.manual_seed(mix_seed(tc.seed, it, 13) if rank == 0 else mix_seed(tc.seed, it, 13, rank))
-            losses = loss_fn(ddp_head(x), labels.to(self.device), targets.to(self.device))
-            objective, logged = losses["loss"], losses
+            losses = loss_fn(ddp_head(x), labels, targets)
             if world > 1:
-                objective, logged, _, _ = global_losses(losses, labels.to(self.device), world)
-            if not torch.isfinite(logged["loss"]):
-                raise SppdetError(f"fine-tuning diverged at iteration {it}; lower train.paper.finetune_lr")
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            optimizer.step()
-            rec = {k: round(float(v.detach()), 5) for k, v in logged.items()}
-            rec.update(iter=it + 1, lr=lr)
-            history.append(rec)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{rec['loss']:.3f}")
-            done = it + 1
-            if tc.log_period and done % tc.log_period == 0:
-                recent = history[-tc.log_period :]
-                log.info(
-                    "finetune %d/%d  loss %.4f  lr %.2g",
-                    done,
-                    pc.finetune_iters,
-                    sum(r["loss"] for r in recent) / len(recent),
-                    lr,
-                )
-            if tc.checkpoint_period and done % tc.checkpoint_period == 0 and done < pc.finetune_iters:
-                self._save(FINETUNE_LAST, done, {"key": key}, optimizer)
-        if bar is not None:
-            bar.close()
+                objective, logged, _, _ = global_losses(losses, labels, world)
+                return StepOutput(objective, logged)
+            return StepOutput(losses["loss"], losses)
+
+        def kept() -> str:
+            last = self.out / FINETUNE_LAST
+            return f"the last good checkpoint is kept: {last}" if last.is_file() else "no checkpoint was written"
+
+        guard = NaNGuard(head, kept, "lower train.paper.finetune_lr")
+        trainer = SimpleTrainer(
+            Step(load, forward), optimizer, pc.finetune_iters, start, amp=tc.amp, device=self.device
+        )
+        trainer.register_hooks(
+            [
+                guard,
+                LRScheduler(scheduler),
+                ProgressLogger("finetune", tc.log_period, enabled=self.progress),
+                PeriodicCheckpointer(
+                    tc.checkpoint_period, lambda done: self._save(FINETUNE_LAST, done, {"key": key}, optimizer), guard
+                ),
+            ]
+        )
+        head.train()
+        history = trainer.train()
         head.eval()
+        guard.check_weights(pc.finetune_iters)
         self._save(FINETUNE, pc.finetune_iters, {"key": key, "seconds": round(time.time() - t0, 2)})
         if du.is_main_process():
             (self.out / FINETUNE_LAST).unlink(missing_ok=True)
         if history:
             tail = history[-min(len(history), 50) :]
             summary["finetune"] = {
-                "first_loss": history[0]["loss"],
+                "first_loss": round(history[0]["loss"], 5),
                 "final_loss": round(sum(r["loss"] for r in tail) / len(tail), 5),
+                "seconds_per_iter": round((time.time() - t0) / len(history), 4),
             }
         return True
 
@@ -416,12 +491,9 @@ class PaperTrainer:
 
     # -- stage 3: SVMs -----------------------------------------------------------------
     @torch.no_grad()
-    def _fc7(self, pool5: np.ndarray) -> np.ndarray:
+    def _fc7(self, pool5: torch.Tensor) -> np.ndarray:
         head = self.model.head.eval()
-        out = []
-        for i in range(0, len(pool5), CHUNK):
-            x = torch.from_numpy(np.asarray(pool5[i : i + CHUNK], dtype=np.float32)).to(self.device)
-            out.append(head.features(x).float().cpu().numpy())
+        out = [head.features(pool5[i : i + CHUNK]).float().cpu().numpy() for i in range(0, len(pool5), CHUNK)]
         return np.concatenate(out) if out else np.zeros((0, head.out_dim), np.float32)
 
     def _sample_windows(self, n: int, seed: int) -> np.ndarray:
@@ -430,7 +502,6 @@ class PaperTrainer:
         return np.sort(rng.choice(total, min(n, total), replace=False))
 
     def _stage_svm(self, summary: Dict, allow_redo_finetune: bool) -> bool:
-        from ..svm import SVMParams, feature_scale, train_svms
 
         keys = self._keys()
         if self._load_stage(SVM, keys["svm"]) is not None:
@@ -438,10 +509,10 @@ class PaperTrainer:
             return False
         self._load_finetuned(keys["finetune"], allow_redo_finetune, summary)
         t0 = time.time()
-        pc, cache, idx = self.cfg.train.paper, self.cache, self.cache.index
-        scale = feature_scale(self._fc7(cache.gather(self._sample_windows(SCALE_SAMPLE, 21))), pc.svm_feat_norm)
+        pc, idx = self.cfg.train.paper, self.cache.index
+        scale = feature_scale(self._fc7(self._pool_rows(self._sample_windows(SCALE_SAMPLE, 21))), pc.svm_feat_norm)
         gt_rows = np.nonzero(idx["is_gt"])[0]
-        pos_x = self._fc7(cache.gather(gt_rows)) * scale
+        pos_x = self._fc7(self._pool_rows(gt_rows)) * scale
         pos_labels = idx["gt_label"][gt_rows]
         positives = [pos_x[pos_labels == k] for k in range(1, self.num_classes + 1)]
         log.info("SVMs: fc7 scale %.4g, positives per class %s", scale, [len(p) for p in positives])
@@ -480,18 +551,23 @@ class PaperTrainer:
         summary["svm"] = stats
         return True
 
-    def _mining_images(self, epoch: int, scale: float):
-        from tqdm import tqdm
+    def _mining_views(self) -> np.ndarray:
+        """The views hard negatives are mined from: all, or the unmirrored ones (``svm_mine_flipped``)."""
+        views = np.arange(len(self.cache))
+        if self.cfg.train.paper.svm_mine_flipped:
+            return views
+        return views[[not s.flip for s in self.cache.shards]]
 
-        from ..svm import MiningImage
+    def _mining_images(self, epoch: int, scale: float):
 
         thresh = self.cfg.train.paper.svm_neg_iou
-        order = np.random.default_rng(mix_seed(self.cfg.train.seed, epoch, 17)).permutation(len(self.cache))
+        views = self._mining_views()
+        order = views[np.random.default_rng(mix_seed(self.cfg.train.seed, epoch, 17)).permutation(len(views))]
         for s in tqdm(
             order, desc=f"svm mining (epoch {epoch + 1})", unit="view", disable=not self.progress, mininterval=1.0
         ):
             w = self.cache.windows(int(s))
-            x = self._fc7(self.cache.features(int(s))) * scale
+            x = self._fc7(self.cache.pool_view(self.model, int(s), device=self.device)) * scale
             neg = np.ones((len(x), self.num_classes), dtype=bool)
             if len(w["gt_boxes"]):
                 iou = box_iou(w["boxes"], w["gt_boxes"])
@@ -504,41 +580,37 @@ class PaperTrainer:
 
     # -- stage 4: box regression -------------------------------------------------------
     def _stage_bbox(self, summary: Dict) -> bool:
-        from ..svm import RidgeAccumulator, feature_scale
 
         key = self._keys()["bbox"]
         if self._load_stage(BBOX, key) is not None:
             log.info("stage bbox: %s is up to date (delete it to redo)", self.out / BBOX)
             return False
         t0 = time.time()
-        pc, cache, idx = self.cfg.train.paper, self.cache, self.cache.index
-        scale = feature_scale(cache.gather(self._sample_windows(SCALE_SAMPLE, 23)), pc.svm_feat_norm)
+        pc, idx = self.cfg.train.paper, self.cache.index
+        scale = feature_scale(self._pool_rows(self._sample_windows(SCALE_SAMPLE, 23)).cpu().numpy(), pc.svm_feat_norm)
         sel = np.nonzero((idx["max_iou"] >= pc.bbox_reg_min_iou) & (idx["gt_label"] > 0))[0]
-        d, k_all = cache.dim, self.num_classes
+        d, k_all = int(self.model.spp_dim), self.num_classes
+        labels = idx["gt_label"][sel]
+        targets = self.box_coder.encode(torch.from_numpy(idx["boxes"][sel]), torch.from_numpy(idx["gt_box"][sel]))
+        accs = {k: RidgeAccumulator(d, 4) for k in range(1, k_all + 1) if (labels == k).any()}
+
+        # one pass over the windows: each chunk is pooled once and feeds every class's sums
+        bar = tqdm(total=len(sel), desc="bbox", unit="window", disable=not self.progress, mininterval=1.0)
+        for pos, x in self._chunks(sel):
+            x = x.cpu() * scale
+            for k, acc in accs.items():
+                m = torch.from_numpy(labels[pos] == k)
+                if m.any():
+                    acc.add(x[m], targets[torch.from_numpy(pos)][m])
+            bar.update(len(pos))
+        bar.close()
         weight = np.zeros((d, 4 * k_all), np.float32)
         bias = np.zeros(4 * k_all, np.float32)
-        counts = {}
-        from tqdm import tqdm
-
-        for k in range(1, k_all + 1):
-            rows = sel[idx["gt_label"][sel] == k]
-            counts[self.class_names[k - 1]] = int(rows.size)
-            if rows.size == 0:
-                continue
-            acc = RidgeAccumulator(d, 4)
-            targets = self.box_coder.encode(torch.from_numpy(idx["boxes"][rows]), torch.from_numpy(idx["gt_box"][rows]))
-            for i in tqdm(
-                range(0, rows.size, CHUNK),
-                desc=f"bbox {self.class_names[k - 1]}",
-                unit="chunk",
-                disable=not self.progress,
-                mininterval=1.0,
-            ):
-                x = torch.from_numpy(cache.gather(rows[i : i + CHUNK]) * scale)
-                acc.add(x, targets[i : i + CHUNK])
+        for k, acc in accs.items():
             w, b = acc.solve(pc.bbox_reg_lambda)
             weight[:, 4 * (k - 1) : 4 * k] = w.float().numpy()
             bias[4 * (k - 1) : 4 * k] = b.float().numpy()
+        counts = {name: int((labels == k).sum()) for k, name in enumerate(self.class_names, 1)}
         log.info("box regressors: pool5 scale %.4g, windows per class %s", scale, counts)
         torch_save(
             {
@@ -556,7 +628,6 @@ class PaperTrainer:
     # -- the final checkpoint ----------------------------------------------------------
     def _write_final(self) -> Optional[Path]:
         """Assemble ``model_final.pth`` when finetune, svm and bbox outputs are all current."""
-        from ..svm import scorer_state
 
         keys = self._keys()
         ft, svm, bbox = (
@@ -590,16 +661,7 @@ class PaperTrainer:
 
 def _with_lr(cfg: Config, lr: float) -> Config:
     """A copy of ``cfg`` whose ``train.base_lr`` is ``lr`` (for :func:`build_optimizer`)."""
-    from ..config import config_from_dict
 
     data = config_to_dict(cfg)
     data["train"]["base_lr"] = lr
     return config_from_dict(data)
-
-
-def _bar(total: int, initial: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="it", dynamic_ncols=True, mininterval=1.0)

@@ -1,8 +1,10 @@
 """End-to-end training (Fast R-CNN style, through the SPP layer into the conv layers).
 
-:func:`train` runs the whole job: datasets and proposals from the config, the model, SGD with
-linear warm-up and step decay, a progress bar and periodic logs, periodic validation mAP,
-atomic checkpoints (model, optimizer, scheduler, RNG, iteration) and an exact ``resume``.
+:func:`train` runs the whole job on the one loop (:class:`~sppdet.engine.train_loop.SimpleTrainer`):
+datasets and proposals from the config, the model, SGD with linear warm-up and step decay, and
+the hooks of :mod:`sppdet.engine.hooks` (progress bar and periodic logs, periodic validation
+mAP, atomic checkpoints of model, optimizer, scheduler, RNG and iteration, NaN/inf guard); an
+exact ``resume``; ``train.amp`` mixed precision on CUDA.
 
 Under ``torchrun`` the trainable model is wrapped in DistributedDataParallel and only rank 0
 writes files and logs. Each of the ``w`` ranks loads ``train.ims_per_batch`` images per
@@ -30,19 +32,24 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 
 from ..config import Config, config_to_dict, save_config
 from ..data.build import build_dataset
 from ..errors import SppdetError
+from ..evaluation import evaluate
 from ..fileio import make_output_dir, save_json
 from ..modeling.detector import build_detector
 from ..modeling.loss import FastRCNNLoss
+from ..proposals.build import get_proposals
 from ..utils import comm as du
 from .checkpoint import load_checkpoint, restore_model, restore_rng, save_checkpoint
 from .data import build_train_loader, mix_seed
+from .hooks import EvalHook, LRScheduler, NaNGuard, PeriodicCheckpointer, ProgressLogger
+from .infer import Predictor, detect_dataset
+from .train_loop import HookBase, SimpleTrainer, Step, StepOutput
 
 log = logging.getLogger("sppdet.train")
 
@@ -77,24 +84,6 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
     return torch.optim.SGD(groups, lr=cfg.train.base_lr, momentum=cfg.train.momentum)
 
 
-def _check_finite(losses: Dict[str, torch.Tensor], it: int, out_dir: Path) -> None:
-    if not all(torch.isfinite(v).all() for v in losses.values()):
-        vals = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
-        raise SppdetError(
-            f"training diverged at iteration {it} ({vals}); {_kept(out_dir)}; lower train.base_lr or check the data"
-        )
-
-
-def _check_weights(model: torch.nn.Module, it: int, out_dir: Path) -> None:
-    """Before a checkpoint is written: a finite loss can still leave inf/NaN weights behind."""
-    bad = next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
-    if bad is not None:
-        raise SppdetError(
-            f"training diverged at iteration {it} (weights '{bad}' are not finite; not "
-            f"saved); {_kept(out_dir)}; lower train.base_lr or check the data"
-        )
-
-
 def _kept(out_dir: Path) -> str:
     last = out_dir / LAST
     if last.is_file():
@@ -104,7 +93,6 @@ def _kept(out_dir: Path) -> str:
 
 def train(cfg: Config, output_dir: Optional[str] = None, resume: bool = False) -> Dict:
     """Train a detector end to end; returns a summary dict (final metrics, time, paths)."""
-    from ..proposals.build import get_proposals
 
     du.init_distributed(cfg.device)
     rank, world = du.get_rank(), du.get_world_size()
@@ -169,75 +157,54 @@ def train(cfg: Config, output_dir: Optional[str] = None, resume: bool = False) -
         restore_rng(state)
     if rank > 0:  # own dropout masks per rank (rank 0 keeps the single-process RNG stream)
         torch.manual_seed(mix_seed(cfg.train.seed, rank, start))
-    history = []
-    summary: Dict = {"output_dir": str(out), "start_iter": start}
-    t0 = time.time()
-    tc = cfg.train
-    bar = _progress(start, tc.max_iter)
-    model.train()
-    window = []
-    it = start
-    for it, (batch, rois, labels, targets) in zip(range(start, tc.max_iter), batches):
-        batch = batch.to(device)
-        rois, labels, targets = rois.to(device), labels.to(device), targets.to(device)
-        outputs = ddp_model(batch, rois)
-        losses = loss_fn(outputs, labels, targets)
+
+    def load(_it: int):
+        batch, rois, labels, targets = next(batches)
+        return batch.to(device), rois.to(device), labels.to(device), targets.to(device)
+
+    def forward(data) -> StepOutput:
+        batch, rois, labels, targets = data
+        losses = loss_fn(ddp_model(batch, rois), labels, targets)
         objective, logged, fg, num_rois = losses["loss"], losses, int((labels > 0).sum()), int(len(labels))
         if world > 1:
             objective, logged, fg, num_rois = global_losses(losses, labels, world)
-        if tc.stop_on_nan:
-            _check_finite(logged, it, out)
-        optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        optimizer.step()
-        scheduler.step()
-        rec = {k: float(v.detach()) for k, v in logged.items()}
-        rec.update(iter=it + 1, lr=optimizer.param_groups[0]["lr"], fg=fg, rois=num_rois)
-        history.append(rec)
-        window.append(rec)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.2g}")
-        done = it + 1
-        if du.is_main_process() and (done % tc.log_period == 0 or done == tc.max_iter):
-            avg = {k: sum(r[k] for r in window) / len(window) for k in ("loss", "loss_cls", "loss_box")}
-            speed = (time.time() - t0) / max(1, done - start)
-            log.info(
-                "iter %d/%d  loss %.4f (cls %.4f box %.4f)  lr %.3g  %.3f s/it",
-                done,
-                tc.max_iter,
-                avg["loss"],
-                avg["loss_cls"],
-                avg["loss_box"],
-                rec["lr"],
-                speed,
-            )
-            window = []
-        if tc.checkpoint_period and done % tc.checkpoint_period == 0 and done < tc.max_iter:
-            if tc.stop_on_nan:
-                _check_weights(model, done, out)
-            _save(
-                out / LAST,
-                model,
-                cfg,
-                class_names,
-                done,
-                optimizer,
-                scheduler,
-                samples=start_sample + (done - start) * ipb * world,
-            )
-        if tc.eval_period and done % tc.eval_period == 0 and done < tc.max_iter:
-            m = validate(model, cfg, class_names, device, out)
-            if m is not None:
-                log.info("iter %d: validation mAP %.4f", done, m["mAP"])
-            model.train()
-    if bar is not None:
-        bar.close()
+        return StepOutput(objective, logged, {"fg": fg, "rois": num_rois})
+
+    tc = cfg.train
+    trainer = SimpleTrainer(Step(load, forward), optimizer, tc.max_iter, start, amp=tc.amp, device=device)
+    if state is not None:
+        trainer.load_state_dict((state.get("extras") or {}).get("train_loop") or {})
+
+    def save(done: int) -> None:
+        samples = start_sample + (done - start) * ipb * world
+        _save(out / LAST, model, cfg, class_names, done, optimizer, scheduler, samples, trainer)
+
+    def evaluate(done: int) -> None:
+        m = validate(model, cfg, class_names, device, out)
+        if m is not None:
+            log.info("iter %d: validation mAP %.4f", done, m["mAP"])
+        model.train()
+
+    guard = NaNGuard(model, lambda: _kept(out), "lower train.base_lr or check the data")
+    hooks: List[HookBase] = [guard] if tc.stop_on_nan else []
+    hooks += [
+        LRScheduler(scheduler),
+        ProgressLogger(
+            "train", tc.log_period, ("loss", "loss_cls", "loss_box"), enabled=du.is_main_process(), label="iter"
+        ),
+        PeriodicCheckpointer(tc.checkpoint_period, save, guard if tc.stop_on_nan else None),
+        EvalHook(tc.eval_period, evaluate),
+    ]
+    trainer.register_hooks(hooks)
+    summary: Dict = {"output_dir": str(out), "start_iter": start}
+    t0 = time.time()
+    model.train()
+    history = trainer.train()
     end_iter = max(start, tc.max_iter)
-    end_sample = start_sample + (end_iter - start) * ipb * world
     if tc.stop_on_nan:
-        _check_weights(model, end_iter, out)
-    _save(out / LAST, model, cfg, class_names, end_iter, optimizer, scheduler, samples=end_sample)
+        guard.check_weights(end_iter)
+    save(end_iter)
+    end_sample = start_sample + (end_iter - start) * ipb * world
     _save(out / FINAL, model, cfg, class_names, end_iter, None, None, samples=end_sample)
     summary.update(iterations=end_iter, train_seconds=time.time() - t0, history=history, checkpoint=str(out / FINAL))
     if du.is_main_process():
@@ -246,10 +213,13 @@ def train(cfg: Config, output_dir: Optional[str] = None, resume: bool = False) -
     return summary
 
 
-def _save(path: Path, model, cfg, class_names, it, optimizer, scheduler, samples: int) -> None:
+def _save(path: Path, model, cfg, class_names, it, optimizer, scheduler, samples: int, trainer=None) -> None:
     """Rank 0 writes the checkpoint (once); ``samples`` is the global stream position."""
     if du.is_main_process():
         stream = {"samples": int(samples), "ims_per_batch": cfg.train.ims_per_batch, "world_size": du.get_world_size()}
+        extras = {"train_stream": stream}
+        if trainer is not None and trainer.state_dict():
+            extras["train_loop"] = trainer.state_dict()
         save_checkpoint(
             path,
             model=model,
@@ -258,7 +228,7 @@ def _save(path: Path, model, cfg, class_names, it, optimizer, scheduler, samples
             iteration=it,
             optimizer=optimizer,
             scheduler=scheduler,
-            extras={"train_stream": stream},
+            extras=extras,
         )
     du.barrier()
 
@@ -342,19 +312,8 @@ def global_losses(losses: Dict[str, torch.Tensor], labels: torch.Tensor, world: 
     return losses["loss"] * (world * n / total), logged, int(buf[4]), int(buf[3])
 
 
-def _progress(start: int, total: int):
-    if not du.is_main_process():
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=start, desc="train", unit="it", dynamic_ncols=True, mininterval=1.0)
-
-
 def validate(model, cfg: Config, class_names, device, out: Path) -> Optional[Dict]:
     """Validation mAP on the test split with the model in its current state."""
-    from ..evaluation import evaluate
-    from ..proposals.build import get_proposals
-    from .infer import Predictor, detect_dataset
 
     test_set = build_dataset(cfg, "test")
     proposals = get_proposals(cfg, test_set, "test", str(out))

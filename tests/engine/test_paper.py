@@ -178,33 +178,41 @@ def test_cache_contents_reuse_and_integrity(tiny_set, tmp_path):
     folder = tmp_path / "cache"
     cache = build_feature_cache(t.model, train, store, cfg, folder, progress=False)
     assert len(cache) == 2 * len(train) and not cache.reused
-    assert cache.dim == t.model.spp_dim == 32 * 5
+    assert cache.channels == 32 and t.model.spp_dim == 32 * 5
     # ground truth first, flagged; its own IoU is 1 and its label is the object's
     w0, w1 = cache.windows(0), cache.windows(1)
     g = len(train[0].boxes)
     assert w0["is_gt"][:g].all() and not w0["is_gt"][g:].any()
     assert np.allclose(w0["max_iou"][:g], 1) and (w0["gt_label"][:g] == train[0].labels).all()
-    # second view: mirrored boxes, same overlaps, different features
+    # second view: mirrored boxes, same overlaps, different maps
     assert cache.shards[1].flip and np.allclose(w1["boxes"][:, 0], W - w0["boxes"][:, 2])
     assert np.allclose(w1["max_iou"], w0["max_iou"])
-    f0 = cache.features(0)
-    assert f0.dtype == np.float16 and f0.shape == (len(w0["boxes"]), cache.dim)
-    assert not np.array_equal(np.asarray(f0), np.asarray(cache.features(1)))
-    # stored vectors equal a direct model.pool
+    (m0,) = cache.maps(0)
+    # the conv map (channels last, float16) of the 240-px view: 320x240 pixels, stride-16 tiny backbone
+    assert m0.dtype == np.float16 and m0.shape == (15, 20, 32)
+    assert not np.array_equal(np.asarray(m0), np.asarray(cache.maps(1)[0]))
+    # pooled from the cached map == pooled from the live map, both views (float16 tolerance)
     from sppdet.data.image_io import read_image
 
-    batch = t.model.prepare([read_image(train[0].file_name)], cfg.input.train_scales, cfg.input.max_size)
-    with torch.no_grad():
-        feats = t.model.conv_features(batch)
-        rois = torch.cat([torch.zeros(5, 1), torch.from_numpy(w0["boxes"][:5])], 1)
-        direct = t.model.pool(feats, batch.factors, rois).numpy()
-    assert np.allclose(np.asarray(f0[:5], np.float32), direct, rtol=2e-3, atol=2e-3)
-    # gather across shards keeps the requested order
+    image = read_image(train[0].file_name)
+    for view, flip in ((0, False), (1, True)):
+        batch = t.model.prepare([image], cfg.input.train_scales, cfg.input.max_size, flips=[flip])
+        boxes = cache.windows(view)["boxes"]
+        with torch.no_grad():
+            feats = t.model.conv_features(batch)
+            rois = torch.cat([torch.zeros(len(boxes), 1), torch.from_numpy(boxes)], 1)
+            live = t.model.pool(feats, batch.factors, rois)
+        assert np.allclose(
+            np.asarray(cache.maps(view)[0], np.float32), feats[0][0].permute(1, 2, 0).numpy(), rtol=1e-3, atol=1e-3
+        )
+        cached = cache.pool_view(t.model, view)
+        assert cached.shape == live.shape == (len(boxes), 160)
+        assert torch.allclose(cached, live, rtol=2e-3, atol=2e-3)
+    # pooling windows of several views at once keeps the requested order
     picks = np.array([len(w0["boxes"]) + 3, 2, 0])
-    got = cache.gather(picks)
-    assert np.array_equal(got[1], np.asarray(f0[2], np.float32)) and np.array_equal(
-        got[0], np.asarray(cache.features(1)[3], np.float32)
-    )
+    got = cache.pool(t.model, picks)
+    assert torch.equal(got[1], cache.pool_view(t.model, 0, np.array([2]))[0])
+    assert torch.equal(got[0], cache.pool_view(t.model, 1, np.array([3]))[0])
 
     again = build_feature_cache(t.model, train, store, cfg, folder, progress=False)
     assert again.reused and again.fingerprint == cache.fingerprint
@@ -227,7 +235,7 @@ def test_cache_contents_reuse_and_integrity(tiny_set, tmp_path):
     victim.write_bytes(victim.read_bytes()[:100])
     (folder / "meta.json").unlink()
     rebuilt = build_feature_cache(t.model, train, store, cfg, folder, resume=True, progress=False)
-    assert not rebuilt.reused and np.array_equal(np.asarray(rebuilt.features(2)), np.asarray(cache.features(2)))
+    assert not rebuilt.reused and np.array_equal(np.asarray(rebuilt.maps(2)[0]), np.asarray(cache.maps(2)[0]))
 
     # stale: other proposals for one image, or another backbone -> rebuilt
     props = dict(store._boxes)
@@ -237,8 +245,47 @@ def test_cache_contents_reuse_and_integrity(tiny_set, tmp_path):
     cfg2 = paper_cfg(root, tmp_path, "train.paper.flip=true", "model.tiny_width=4")
     t2 = _trainer(cfg2, tmp_path, train, store)
     other = build_feature_cache(t2.model, train, store, cfg2, folder, progress=False)
-    assert other.dim == 16 * 5 and not other.reused
+    assert other.channels == 16 and not other.reused
     assert len(list((folder / "shards").glob("*.npy"))) == len(other)  # stray shards removed
+
+
+def test_multiscale_cache_pools_each_window_at_its_hand_computed_scale(tiny_set, tmp_path):
+    """Two scales: the 160x120 image at shorter side 120 (factor 1) and 240 (factor 2); target 64,
+    so a window of area A goes to the scale whose |A * f^2 - 64^2| is smaller."""
+    from sppdet.engine.feature_cache import build_feature_cache
+
+    root, train, _, _ = tiny_set
+    boxes = np.array(
+        [
+            [10, 10, 50, 50],  # 1600: |1600 - 4096| = 2496 > |6400 - 4096| = 2304 -> scale 1
+            [20, 30, 80, 90],  # 3600: 496 < |14400 - 4096| -> scale 0
+            [100, 50, 120, 70],  # 400: 3696 > |1600 - 4096| = 2496 -> scale 1
+            [40, 20, 140, 100],  # 8000: 3904 < |32000 - 4096| -> scale 0
+        ],
+        np.float32,
+    )
+    one = train.subset([train[0].image_id])
+    store = DictStore({train[0].image_id: boxes})
+    cfg = paper_cfg(root, tmp_path, "input.train_scales=[120, 240]", "input.target_size=64")
+    t = _trainer(cfg, tmp_path, one, store)
+    cache = build_feature_cache(t.model, one, store, cfg, tmp_path / "cache", progress=False)
+    g = len(train[0].boxes)
+    rows = np.arange(g, g + 4)
+    assert cache.scales == 2 and np.allclose(cache.windows(0)["factors"], [1.0, 2.0])
+    assert [m.shape[:2] for m in cache.maps(0)] == [(8, 10), (15, 20)]  # stride 16, height padded to 128
+    assert cache.index["scale"][rows].tolist() == [1, 0, 1, 0]
+    # each pooled vector equals region SPP on the live map of its scale alone
+    from sppdet.data.image_io import read_image
+
+    batch = t.model.prepare([read_image(train[0].file_name)], [120, 240], cfg.input.max_size)
+    with torch.no_grad():
+        feats = t.model.conv_features(batch)
+        expect = []
+        for b, s in zip(boxes, [1, 0, 1, 0]):
+            roi = torch.tensor([[0.0, *(b * (s + 1.0))]])  # factor 1 or 2
+            expect.append(t.model.spp(feats[s], roi)[0])
+    got = cache.pool(t.model, rows)
+    assert torch.allclose(got, torch.stack(expect), rtol=2e-3, atol=2e-3)
 
 
 # ---------------------------------------------------------------------------------------

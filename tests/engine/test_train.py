@@ -200,3 +200,81 @@ def test_model_config_mismatch_counts_options_a_checkpoint_predates_at_their_def
     assert model_config_mismatch(state, load_config(None, [])) is None
     assert model_config_mismatch(state, load_config(None, ["model.weights=x.pth"])) is None
     assert model_config_mismatch({}, cfg) is None  # no config stored: nothing to compare
+
+
+# ---------------------------------------------------------------------------------------
+# The one training loop serves both recipes
+
+
+@pytest.fixture
+def loops(monkeypatch):
+    """Every SimpleTrainer run in the test, with the hook types it had and the iterations it ran."""
+    from sppdet.engine.train_loop import SimpleTrainer
+
+    runs = []
+    orig = SimpleTrainer.train
+
+    def spy(self):
+        history = orig(self)
+        runs.append({"hooks": [type(h).__name__ for h in self.hooks], "iters": [h["iter"] for h in history]})
+        return history
+
+    monkeypatch.setattr(SimpleTrainer, "train", spy)
+    return runs
+
+
+HOOKS = {"NaNGuard", "LRScheduler", "ProgressLogger", "PeriodicCheckpointer"}
+
+
+def test_end2end_recipe_runs_on_the_one_loop(sample_root, tmp_path, loops):
+    from sppdet.engine.run import run_training
+
+    s = run_training(tiny_cfg(sample_root, tmp_path, **{"train.max_iter": 5}), str(tmp_path))
+    assert len(loops) == 1 and HOOKS | {"EvalHook"} <= set(loops[0]["hooks"])
+    assert loops[0]["iters"] == [1, 2, 3, 4, 5] == [h["iter"] for h in s["history"]]
+    # lr of each iteration from the schedule (warm-up 2, step at 8), hand-computed
+    assert [h["lr"] for h in s["history"]][:3] == pytest.approx([0.01 * 0.001, 0.01 * (0.001 * 0.5 + 0.5), 0.01])
+
+
+def test_paper_recipe_fine_tunes_on_the_one_loop(sample_root, tmp_path, loops):
+    from sppdet.engine.run import run_training
+
+    cfg = tiny_cfg(
+        sample_root,
+        tmp_path,
+        **{
+            "train.recipe": "paper",
+            "train.paper.finetune_iters": 7,
+            "train.paper.finetune_lr": 0.01,
+            "train.paper.finetune_lr_steps": "[4]",
+            "train.paper.finetune_images": 2,
+            "train.paper.svm_retrain_limit": 100,
+        },
+    )
+    s = run_training(cfg, str(tmp_path))
+    assert s["stages_run"] == ["cache", "finetune", "svm", "bbox"]
+    assert len(loops) == 1 and HOOKS <= set(loops[0]["hooks"]) and loops[0]["iters"] == list(range(1, 8))
+    state = load_checkpoint(tmp_path / "finetune.pth")
+    assert state["iteration"] == 7
+    assert s["cache"]["gigabytes"] > 0 and s["cache"]["pool5_layout_gigabytes"] > s["cache"]["gigabytes"]
+
+
+def test_amp_option(sample_root, tmp_path, caplog):
+    with pytest.raises(ConfigError, match="'train.amp' must be one of off, bf16, fp16, got 'fp8'"):
+        train(tiny_cfg(sample_root, tmp_path, **{"train.amp": "fp8"}), str(tmp_path))
+    # on CPU mixed precision is ignored with a warning: the run equals a float32 one
+    caplog.set_level("WARNING", logger="sppdet.train")
+    a = train(tiny_cfg(sample_root, tmp_path / "a", **{"train.max_iter": 2, "train.amp": "bf16"}), str(tmp_path / "a"))
+    assert "train.amp=bf16 applies on CUDA only" in caplog.text
+    b = train(tiny_cfg(sample_root, tmp_path / "b", **{"train.max_iter": 2}), str(tmp_path / "b"))
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_on_cuda_trains(sample_root, tmp_path, amp):
+    s = train(
+        tiny_cfg(sample_root, tmp_path, **{"train.max_iter": 30, "train.amp": amp, "device": "cuda"}), str(tmp_path)
+    )
+    losses = [h["loss"] for h in s["history"]]
+    assert all(torch.isfinite(torch.tensor(losses))) and sum(losses[-5:]) < sum(losses[:5])
