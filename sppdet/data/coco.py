@@ -28,7 +28,7 @@ import os
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -110,7 +110,11 @@ def _coco_index(data: Dict):
 
 
 def load_coco(
-    ann_file: PathLike, image_dir: PathLike, name: Optional[str] = None, class_names: Optional[Sequence[str]] = None
+    ann_file: PathLike,
+    image_dir: PathLike,
+    name: Optional[str] = None,
+    class_names: Optional[Sequence[str]] = None,
+    skip_missing: bool = False,
 ) -> DetectionDataset:
     """Load a COCO instances json and its image folder.
 
@@ -120,6 +124,8 @@ def load_coco(
         name: dataset name for logs (default: the json's file stem).
         class_names: keep only these categories (by name), in this label order; objects of
             other categories are left out. Default: every category, sorted by id.
+        skip_missing: leave out images whose file does not exist (one :class:`DataWarning`
+            with the count, ``meta["issues"]["missing_images"]``) instead of raising.
     """
     ann_file, image_dir = Path(ann_file), Path(image_dir)
     data = _read_json(ann_file)
@@ -136,13 +142,25 @@ def load_coco(
 
     issues: Counter = Counter()
     records = []
+    missing: List[Dict] = [img for img in data["images"] if not (image_dir / str(img["file_name"])).is_file()]
+    if missing:
+        first = ", ".join(repr(str(img["file_name"])) for img in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        line = f"{ann_file}: {len(missing)} image(s) not found in {image_dir}: {first}{more}"
+        if not skip_missing:
+            raise DataError(f"{line}; set data.skip_missing=true to leave them out")
+        warnings.warn(f"skipped {line}", DataWarning, stacklevel=2)
+        issues["missing_images"] = len(missing)
+    skip = {id(img) for img in missing}
     for img in data["images"]:
-        records.append(_make_record(coco, img, image_dir, cat_to_label, ann_file, issues))
+        if id(img) not in skip:
+            records.append(_make_record(coco, img, image_dir, cat_to_label, ann_file, issues))
+    keys = ("clipped_boxes", "dropped_boxes", "other_categories", "missing_images")
     meta = {
         "format": "coco",
         "ann_file": str(ann_file),
         "image_dir": str(image_dir),
-        "issues": {k: issues.get(k, 0) for k in ("clipped_boxes", "dropped_boxes", "other_categories")},
+        "issues": {k: issues.get(k, 0) for k in keys},
     }
     return DetectionDataset(
         records, [c["name"] for c in cats], name or ann_file.stem, category_ids=category_ids, meta=meta
@@ -189,6 +207,20 @@ def _make_record(
         iscrowd=crowd,
         coco_id=int(img["id"]),
     )
+
+
+def coco_class_counts(ann_file: PathLike) -> Tuple[Counter, List[str]]:
+    """Annotations per category name, and the names of the categories that have any, by id.
+
+    This is class discovery for COCO: a category nothing is annotated with (such as the
+    supercategory Roboflow exports as id 0) is not a class to learn.
+    """
+    ann_file = Path(ann_file)
+    data = _read_json(ann_file)
+    cats = sorted(data["categories"], key=lambda c: c["id"])
+    used = Counter(a["category_id"] for a in data["annotations"])
+    counts: Counter = Counter({str(c["name"]): used[c["id"]] for c in cats if used[c["id"]]})
+    return counts, [str(c["name"]) for c in cats if used[c["id"]]]
 
 
 def label_to_category_id(dataset: DetectionDataset, label: int) -> int:
