@@ -22,7 +22,7 @@ from ..config import Config
 from ..errors import ConfigError, DataError
 from .coco import coco_class_counts, load_coco
 from .dataset import DetectionDataset
-from .split import load_or_make_split
+from .split import load_or_make_split, split_path
 from .voc import VocLayout, discover_classes, find_voc_layout, load_voc, read_split_file, voc_class_counts
 
 log = logging.getLogger("sppdet.data")
@@ -155,3 +155,67 @@ def _build_voc(cfg: Config, split: str) -> DetectionDataset:
     if unknown:
         log.warning("%s: %d object(s) of classes absent from the training annotations left out", ds.name, unknown)
     return ds
+
+
+def build_eval_voc(
+    root: str,
+    split: Optional[str] = None,
+    class_names: Optional[List[str]] = None,
+    train_cfg: Optional[Config] = None,
+    output_dir: Optional[Path] = None,
+) -> DetectionDataset:
+    """The VOC images to evaluate on, for ``tools/eval.py --dataset voc --root ROOT``.
+
+    ``split``: a split name (``ImageSets/Main/<split>.txt``) or a split file's path. Without
+    one: the validation list training wrote (``<output_dir or train_cfg.output_dir>/splits/
+    <data.test_split>.txt``) when ``train_cfg`` (the checkpoint's config) trained on this very
+    folder; else ``ImageSets/Main/test.txt`` when there is one; else every annotated image.
+    The log says which. ``class_names``: given (``--classes`` or the checkpoint's), else
+    discovered in the evaluated annotations; objects of other classes are left out and counted.
+    Missing images follow the checkpoint's ``data.skip_missing`` (refused without a checkpoint).
+    """
+    layout = find_voc_layout(root)
+    split_file: Optional[Path] = None
+    if split and split.endswith(".txt") and Path(split).is_file():
+        split_file, split = Path(split), None
+    elif not split:
+        split_file = _training_val_file(layout, train_cfg, output_dir)
+        if split_file is not None:
+            log.info("evaluating %s: the validation images that training held out", split_file)
+        elif layout.split_file("test") is not None:
+            split = "test"
+            log.info("evaluating the split 'test' (%s)", layout.split_file("test"))
+        else:
+            log.info("no --split and no split files: evaluating every annotated image of %s", layout.root)
+    skip_missing = bool(train_cfg and train_cfg.data.skip_missing)
+    given = bool(class_names)
+    if not class_names:
+        counts = voc_class_counts(layout.root, _listed_ids(layout, split, split_file))
+        class_names = discover_classes(counts)
+        if not class_names:
+            raise DataError(f"{layout.annotations}: no objects in the annotations to evaluate; give --classes")
+        _log_classes(class_names, counts, str(layout.annotations))
+    ds = load_voc(layout.root, split, class_names, skip_unknown=given, skip_missing=skip_missing, split_file=split_file)
+    unknown = ds.meta["issues"].get("skipped_unknown", 0)
+    if unknown:
+        log.warning("%s: %d object(s) of classes the model does not know left out", ds.name, unknown)
+    return ds
+
+
+def _listed_ids(layout: VocLayout, split: Optional[str], split_file: Optional[Path]) -> Optional[List[str]]:
+    if split_file is not None:
+        return read_split_file(split_file)
+    found = layout.split_file(split) if split else None
+    return read_split_file(found) if found is not None else None
+
+
+def _training_val_file(layout: VocLayout, train_cfg: Optional[Config], output_dir: Optional[Path]) -> Optional[Path]:
+    if train_cfg is None or train_cfg.data.format != "voc" or not train_cfg.data.root:
+        return None
+    if Path(train_cfg.data.root).resolve() != layout.root.resolve():
+        return None
+    name = train_cfg.data.test_split or "val"
+    for folder in (output_dir, train_cfg.output_dir):
+        if folder and split_path(folder, name).is_file():
+            return split_path(folder, name)
+    return None

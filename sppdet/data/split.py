@@ -75,8 +75,7 @@ def load_or_make_split(
                 listed += 1
                 if i not in known:
                     raise DataError(
-                        f"{p}: id '{i}' is not an annotated image of {source}; delete "
-                        f"{p.parent} to make a new split"
+                        f"{p}: id '{i}' is not an annotated image of {source}; delete {p.parent} to make a new split"
                     )
         if listed < len(known):
             log.warning(

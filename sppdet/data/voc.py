@@ -203,6 +203,12 @@ class VocLayout:
         return p if p.is_file() else None
 
 
+def image_folder(root: PathLike) -> Optional[Path]:
+    """A dataset folder's image sub-folder (``JPEGImages/`` or ``images/``, any case), or None."""
+    root = Path(root)
+    return _child_dir(root, "JPEGImages") or _child_dir(root, "images")
+
+
 def find_voc_layout(root: PathLike) -> VocLayout:
     """Locate annotations, image folders and split files under ``root`` (module docstring)."""
     root = Path(root)
@@ -216,7 +222,7 @@ def find_voc_layout(root: PathLike) -> VocLayout:
                 "see data/README.md)"
             )
         ann = root  # XMLs beside their images
-    dirs = [_child_dir(root, "JPEGImages"), _child_dir(root, "images"), ann, root]
+    dirs = [_child_dir(root, "JPEGImages"), _child_dir(root, "images"), ann, root]  # search order
     image_dirs = tuple(dict.fromkeys(d for d in dirs if d is not None))
     sets = _child_dir(root, "ImageSets")
     main = _child_dir(sets, "Main") if sets is not None else None
@@ -455,16 +461,65 @@ def load_voc(
     return DetectionDataset(records, class_names, name or f"{root.name}/{split or 'all'}", meta=meta)
 
 
-def voc_class_counts(root: PathLike, ids: Optional[Sequence[str]] = None) -> Counter:
+def check_voc(root: PathLike, class_names: Optional[Sequence[str]] = None) -> Tuple[DetectionDataset, List[str]]:
+    """Read every XML of a VOC-style folder, collecting problems instead of stopping at the first.
+
+    Returns the records that load (classes: ``class_names`` or discovered) and one line per
+    problem: unreadable or invalid XML, missing image, dropped box, ``<size>`` mismatch, and
+    counts of clipped boxes and of images no XML refers to. What each policy does with them is
+    in the module docstring.
+    """
+    layout = find_voc_layout(root)
+    ids = layout.xml_ids()
+    if class_names is None:
+        class_names = discover_classes(voc_class_counts(layout.root, ids, skip_bad=True))  # bad XMLs: below
+    lookup = _ClassLookup(list(class_names))
+    images = _ImageIndex(layout)
+    issues: Counter = Counter()
+    problems: List[str] = []
+    size_notes: List[str] = []
+    missing: List[Tuple[str, List[str]]] = []
+    records = []
+    for image_id in ids:
+        xml_path = layout.annotations / f"{image_id}.xml"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                rec = _parse_annotation(xml_path, images, lookup, issues, False, size_notes, missing)
+            except DataError as e:
+                problems.append(str(e))
+                rec = None
+        problems += [str(w.message) for w in caught]
+        if rec is not None:
+            records.append(rec)
+    problems += [f"{layout.annotations / (i + '.xml')}: no image (tried {', '.join(t)})" for i, t in missing]
+    problems += size_notes
+    if issues["clipped_boxes"]:
+        problems.append(f"{issues['clipped_boxes']} box(es) cross the image border (clipped to it when read)")
+    used = {Path(r.file_name).resolve() for r in records}
+    unused = [f for f in images.files.values() if f.suffix.lower() in _IMAGE_EXTS and f.resolve() not in used]
+    if unused:
+        problems.append(f"{len(unused)} image(s) no annotation refers to (not used), e.g. {sorted(unused)[0].name}")
+    meta = {"format": "voc", "root": str(layout.root), "split": "", "split_file": "", "issues": dict(issues)}
+    return DetectionDataset(records, list(class_names), layout.root.name, meta=meta), problems
+
+
+def voc_class_counts(root: PathLike, ids: Optional[Sequence[str]] = None, skip_bad: bool = False) -> Counter:
     """Objects per class name (stripped) in the XMLs of ``ids`` (default: every XML).
 
-    Reads names only: no image is opened, no box checked.
+    Reads names only: no image is opened, no box checked. ``skip_bad``: ignore XMLs that do
+    not parse instead of raising.
     """
     layout = find_voc_layout(root)
     counts: Counter = Counter()
     for image_id in layout.xml_ids() if ids is None else ids:
-        xml_path = layout.annotations / f"{image_id}.xml"
-        for obj in parse_xml_file(xml_path).findall("object"):
+        try:
+            objects = parse_xml_file(layout.annotations / f"{image_id}.xml").findall("object")
+        except DataError:
+            if skip_bad:
+                continue
+            raise
+        for obj in objects:
             name = _text(obj, "name")
             if name:
                 counts[name] += 1
