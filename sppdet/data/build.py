@@ -20,9 +20,9 @@ from typing import List, Optional, Tuple
 
 from ..config import Config
 from ..errors import ConfigError, DataError
-from .coco import coco_class_counts, load_coco
+from .coco import coco_class_counts, find_coco_layout, load_coco
 from .dataset import DetectionDataset
-from .split import load_or_make_split, split_path
+from .split import load_or_make_split, read_ids, split_path
 from .voc import VocLayout, discover_classes, find_voc_layout, load_voc, read_split_file, voc_class_counts
 
 log = logging.getLogger("sppdet.data")
@@ -34,7 +34,7 @@ _SAMPLE_HINT = " (generate it with: python tools/make_sample_data.py)"
 
 def _existing(value: str, field: str, want_dir: bool) -> Path:
     if not value:
-        raise ConfigError(f"data.{field} is empty (required when data.format is 'coco')")
+        raise ConfigError(f"data.{field} is empty: set data.root to a COCO export folder, or data.{field}")
     p = Path(value)
     ok = p.is_dir() if want_dir else p.is_file()
     if not ok:
@@ -57,12 +57,36 @@ def build_dataset(cfg: Config, split: str) -> DetectionDataset:
     if d.format == "voc":
         return _build_voc(cfg, split)
     if d.format == "coco":
+        return _build_coco(cfg, split)
+    raise ConfigError(f"data.format: unknown format '{d.format}' (use {' or '.join(FORMATS)})")
+
+
+def _build_coco(cfg: Config, split: str) -> DetectionDataset:
+    """Explicit ``data.*_ann``/``data.*_images``, or the export found under ``data.root``."""
+    d = cfg.data
+    if d.train_ann or not d.root:
         ann_field, img_field = ("train_ann", "train_images") if split == "train" else ("test_ann", "test_images")
         ann = _existing(getattr(d, ann_field), ann_field, want_dir=False)
         images = _existing(getattr(d, img_field), img_field, want_dir=True)
         classes = list(d.classes) or training_classes(cfg)
         return load_coco(ann, images, name=f"{ann.stem}", class_names=classes, skip_missing=d.skip_missing)
-    raise ConfigError(f"data.format: unknown format '{d.format}' (use {' or '.join(FORMATS)})")
+    layout = find_coco_layout(d.root)
+    classes = list(d.classes) or training_classes(cfg)
+    if layout.test_ann is not None and layout.test_images is not None:
+        ann, images = (
+            (layout.train_ann, layout.train_images) if split == "train" else (layout.test_ann, layout.test_images)
+        )
+        log.info("COCO %s set: %s (images in %s)", split, ann, images)
+        return load_coco(ann, images, name=ann.parent.name, class_names=classes, skip_missing=d.skip_missing)
+    # One json: a seeded split over the images that load, as for a VOC folder without split files.
+    full = load_coco(layout.train_ann, layout.train_images, class_names=classes, skip_missing=d.skip_missing)
+    names = (d.train_split or "train", d.test_split or "val")
+    files = load_or_make_split(cfg.output_dir, names, full.ids, d.val_fraction, cfg.train.seed, str(layout.train_ann))
+    part = names[0] if split == "train" else names[1]
+    ds = full.subset(read_ids(files[part]))
+    ds.name = f"{Path(d.root).name}/{part}"
+    ds.meta = dict(ds.meta, split_file=str(files[part]))
+    return ds
 
 
 def _voc_layout(cfg: Config) -> VocLayout:
@@ -117,7 +141,8 @@ def training_classes(cfg: Config) -> List[str]:
     """Class names discovered in the training annotations (sorted, logged with counts)."""
     d = cfg.data
     if d.format == "coco":
-        ann = _existing(d.train_ann, "train_ann", want_dir=False)
+        ann = _existing(d.train_ann, "train_ann", want_dir=False) if d.train_ann or not d.root else None
+        ann = ann or find_coco_layout(d.root).train_ann
         counts, ordered = coco_class_counts(ann)
         where = str(ann)
     else:

@@ -27,6 +27,7 @@ import io
 import os
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -207,6 +208,70 @@ def _make_record(
         iscrowd=crowd,
         coco_id=int(img["id"]),
     )
+
+
+@dataclass(frozen=True)
+class CocoLayout:
+    """The json files and image folders of a COCO export (``test_ann`` None: one json only)."""
+
+    train_ann: Path
+    train_images: Path
+    test_ann: Optional[Path]
+    test_images: Optional[Path]
+
+
+_TRAIN_WORDS = ("train",)
+_VAL_WORDS = ("valid", "val", "test")
+
+
+def _image_folder_for(ann: Path, root: Path, hint: str) -> Path:
+    """The folder the json's ``file_name`` entries are relative to: the first candidate holding
+    the first image (json's folder, ``root/<hint>``, ``root/images``, ``root``)."""
+    data = load_json(ann)
+    images = data.get("images") if isinstance(data, dict) else None
+    first = (
+        str(images[0].get("file_name", ""))
+        if isinstance(images, list) and images and isinstance(images[0], dict)
+        else ""
+    )
+    candidates = [ann.parent, root / hint, root / "images", root / "images" / hint, root]
+    for c in candidates:
+        if first and (c / first).is_file():
+            return c
+    return next((c for c in candidates if c.is_dir()), root)
+
+
+def find_coco_layout(root: PathLike) -> CocoLayout:
+    """Find the jsons of a COCO-format export under ``root`` (Roboflow, CVAT, COCO itself).
+
+    Roboflow: ``train/_annotations.coco.json`` (images beside it), ``valid/`` for validation.
+    CVAT "COCO 1.0": ``annotations/instances_default.json`` + ``images/``. COCO:
+    ``annotations/instances_{train,val}*.json`` + ``train2017/``, ``val2017/``. Else the one json
+    in ``root`` or ``root/annotations``. A json whose name says train, and one that says
+    valid/val/test, become the two splits; a single json is split later (seeded).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found")
+    jsons = sorted(root.glob("*/_annotations.coco.json")) + sorted((root / "annotations").glob("*.json"))
+    jsons += sorted(root.glob("*.json"))
+    if not jsons:
+        raise DataError(f"{root}: no COCO json here (looked for */_annotations.coco.json, annotations/*.json, *.json)")
+
+    def tag(p: Path) -> str:
+        return (p.parent.name if p.name == "_annotations.coco.json" else p.stem).lower()
+
+    train = [p for p in jsons if any(w in tag(p) for w in _TRAIN_WORDS)]
+    val = [p for p in jsons if any(w in tag(p) for w in _VAL_WORDS) and p not in train]
+    if not train:
+        if len(jsons) > 1:
+            names = ", ".join(str(p.relative_to(root)) for p in jsons)
+            raise DataError(f"{root}: several COCO jsons ({names}) and none named train; set data.train_ann")
+        train = jsons
+    tr = train[0]
+    va = next((p for p in val if "val" in tag(p)), val[0] if val else None)
+    test_images = _image_folder_for(va, root, tag(va).replace("instances_", "")) if va else None
+    return CocoLayout(tr, _image_folder_for(tr, root, tag(tr).replace("instances_", "")), va, test_images)
 
 
 def coco_class_counts(ann_file: PathLike) -> Tuple[Counter, List[str]]:

@@ -249,3 +249,58 @@ def test_data_tool_check_and_show(bccd_root, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "show").iterdir()) == [f"{i}.jpg" for i in BCCD_IDS[:2]]
     code, out, err = run_in_process("data", ["show", root], capsys)
     assert code != 0 and "--out" in err
+
+
+# ---------------------------------------------------------------------------------------
+# COCO exports
+
+
+def _coco_export(coco_mini, dest, layout):
+    """Six coco-mini images as a Roboflow (train/ + valid/, category 0 unused) or CVAT export."""
+    data = json.loads((coco_mini / "annotations" / "instances_train2017.json").read_text())
+    images = sorted(data["images"], key=lambda im: im["id"])[:6]
+    parts = {"train": images[:4], "valid": images[4:]} if layout == "roboflow" else {"all": images}
+    cats = data["categories"] + (
+        [{"id": 0, "name": "objects", "supercategory": "none"}] if layout == "roboflow" else []
+    )
+    for part, ims in parts.items():
+        ids = {im["id"] for im in ims}
+        doc = dict(images=ims, categories=cats, annotations=[a for a in data["annotations"] if a["image_id"] in ids])
+        if layout == "roboflow":
+            folder, ann = dest / part, dest / part / "_annotations.coco.json"
+        else:
+            folder, ann = dest / "images", dest / "annotations" / "instances_default.json"
+        folder.mkdir(parents=True, exist_ok=True)
+        ann.parent.mkdir(parents=True, exist_ok=True)
+        ann.write_text(json.dumps(doc))
+        for im in ims:
+            shutil.copy(coco_mini / "train2017" / im["file_name"], folder / im["file_name"])
+    return dest
+
+
+@pytest.mark.parametrize("layout", ["roboflow", "cvat"])
+def test_coco_exports_from_data_root(coco_mini, tmp_path, layout):
+    from sppdet.data.coco import load_coco
+
+    root = _coco_export(coco_mini, tmp_path / "export", layout)
+    cfg = load_config(
+        "configs/custom_coco.yaml", [f"data.root={root}", f"output_dir={tmp_path / 'out'}", "data.val_fraction=0.34"]
+    )
+    train, val = build_dataset(cfg, "train"), build_dataset(cfg, "test")
+    full = load_coco(coco_mini / "annotations" / "instances_train2017.json", coco_mini / "train2017")
+    seen = train.ids + (val.ids if layout == "cvat" else [])  # one json: its categories in use
+    used = [
+        n for n in full.class_names if any(n == full.class_names[int(k) - 1] for i in seen for k in full.get(i).labels)
+    ]
+    assert train.class_names == val.class_names == used  # categories with annotations, by id
+    assert "objects" not in train.class_names  # Roboflow's unused category 0
+    assert len(train) == 4 and len(val) == 2 and not set(train.ids) & set(val.ids)
+    for ds in (train, val):
+        for r in ds:
+            ref = full.get(r.image_id)
+            names = [ds.class_names[int(k) - 1] for k in r.labels]
+            keep = [full.class_names[int(k) - 1] in ds.class_names for k in ref.labels]
+            assert names == [full.class_names[int(k) - 1] for k, ok in zip(ref.labels, keep) if ok]
+            np.testing.assert_array_equal(r.boxes, ref.boxes[keep])
+    if layout == "cvat":  # one json: seeded split files in the output folder
+        assert read_ids(tmp_path / "out" / "splits" / "val.txt") == val.ids

@@ -45,7 +45,7 @@ def test_bccd_real_counts(bccd_root, split, n_images):
     assert len(ds) == n_images == len(ids)
     assert ds.ids == ids
     want = Counter(name for objs in expected.values() for name, *_ in objs)
-    got = Counter(ds.class_names[int(l) - 1] for r in ds for l in r.labels)
+    got = Counter(ds.class_names[int(lab) - 1] for r in ds for lab in r.labels)
     assert got == want  # nothing dropped from the real files
     assert sum(r.difficult.sum() for r in ds) == sum(d for o in expected.values() for _, d, _, _ in o)
     assert sum(r.truncated.sum() for r in ds) == sum(t for o in expected.values() for _, _, t, _ in o)
@@ -62,7 +62,7 @@ def test_bccd_real_counts(bccd_root, split, n_images):
 def test_bccd_known_counts_and_quirks(bccd_root):
     train = load_voc(bccd_root, "train", BCCD_CLASSES)
     val = load_voc(bccd_root, "val", BCCD_CLASSES)
-    count = lambda ds: Counter(ds.class_names[int(l) - 1] for r in ds for l in r.labels)  # noqa: E731
+    count = lambda ds: Counter(ds.class_names[int(lab) - 1] for r in ds for lab in r.labels)  # noqa: E731
     assert count(train) == {"RBC": 2382, "WBC": 214, "Platelets": 209}
     assert count(val) == {"RBC": 968, "WBC": 87, "Platelets": 83}
     everything = load_voc(bccd_root, None, BCCD_CLASSES)  # no split: every XML
