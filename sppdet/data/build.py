@@ -13,6 +13,7 @@ Besides picking the reader it settles three things the files may leave open:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from pathlib import Path
@@ -23,7 +24,15 @@ from ..errors import ConfigError, DataError
 from .coco import coco_class_counts, find_coco_layout, load_coco
 from .dataset import DetectionDataset
 from .split import load_or_make_split, read_ids, split_path
-from .voc import VocLayout, discover_classes, find_voc_layout, load_voc, read_split_file, voc_class_counts
+from .voc import (
+    VocLayout,
+    discover_classes,
+    export_split_folders,
+    find_voc_layout,
+    load_voc,
+    read_split_file,
+    voc_class_counts,
+)
 
 log = logging.getLogger("sppdet.data")
 
@@ -89,14 +98,18 @@ def _build_coco(cfg: Config, split: str) -> DetectionDataset:
     return ds
 
 
-def _voc_layout(cfg: Config) -> VocLayout:
+def _voc_root(cfg: Config) -> Path:
     root = Path(cfg.data.root)
     if not cfg.data.root:
         raise ConfigError("data.root is empty: set it to your dataset folder (data.root=DIR)")
     if not root.is_dir():
         hint = _SAMPLE_HINT if "sample" in cfg.data.root else " (see data/README.md)"
         raise ConfigError(f"data.root: VOC folder '{cfg.data.root}' not found{hint}")
-    return find_voc_layout(root)
+    return root
+
+
+def _voc_layout(cfg: Config) -> VocLayout:
+    return find_voc_layout(_voc_root(cfg))
 
 
 def _auto_split(cfg: Config, layout: VocLayout) -> bool:
@@ -163,6 +176,16 @@ def _log_classes(classes: List[str], counts: Counter, where: str) -> None:
 
 def _build_voc(cfg: Config, split: str) -> DetectionDataset:
     d = cfg.data
+    folders = export_split_folders(_voc_root(cfg))
+    if folders:  # ROOT/train, ROOT/valid: each folder is one split, read whole
+        only = dataclasses.replace(d, root=str(folders["train"]), train_split="", test_split="")
+        if split == "train" or "val" not in folders:
+            # no valid/ folder: the train folder gets the seeded split
+            keep = dataclasses.replace(only, train_split=d.train_split, test_split=d.test_split)
+            return _build_voc(dataclasses.replace(cfg, data=keep if "val" not in folders else only), split)
+        classes = list(d.classes) or training_classes(dataclasses.replace(cfg, data=only))
+        log.info("validation images: %s", folders["val"])
+        return load_voc(folders["val"], None, classes, skip_unknown=not d.classes, skip_missing=d.skip_missing)
     layout = _voc_layout(cfg)
     name, split_file = voc_split_source(cfg, layout, split)
     discovered = not d.classes

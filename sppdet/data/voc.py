@@ -209,6 +209,20 @@ def image_folder(root: PathLike) -> Optional[Path]:
     return _child_dir(root, "JPEGImages") or _child_dir(root, "images")
 
 
+def export_split_folders(root: PathLike) -> Dict[str, Path]:
+    """``{"train": ROOT/train, "val": ROOT/valid}`` for an export with one folder per split
+    (Roboflow "Pascal VOC": XMLs beside the images in ``train/``, ``valid/``, ``test/``), when
+    ``root`` itself holds no annotations; else ``{}``. ``val`` is absent without a valid/val folder."""
+    root = Path(root)
+    if _child_dir(root, "Annotations") is not None or any(p.suffix.lower() == ".xml" for p in root.iterdir()):
+        return {}
+    train = _child_dir(root, "train")
+    if train is None or not any(p.suffix.lower() == ".xml" for p in train.iterdir()):
+        return {}
+    val = _child_dir(root, "valid") or _child_dir(root, "val")
+    return {"train": train, "val": val} if val is not None else {"train": train}
+
+
 def find_voc_layout(root: PathLike) -> VocLayout:
     """Locate annotations, image folders and split files under ``root`` (module docstring)."""
     root = Path(root)

@@ -34,9 +34,15 @@ def _copy(bccd_root, dest, ann="Annotations", img="JPEGImages", rename=None, ext
 
 
 def _by_image(ds):
-    """{image file name: (width, height, boxes, labels, difficult)} of a dataset."""
+    """{image file name: (width, height, boxes, class names, difficult)} of a dataset."""
     return {
-        Path(r.file_name).stem: (r.width, r.height, r.boxes.tolist(), r.labels.tolist(), r.difficult.tolist())
+        Path(r.file_name).stem: (
+            r.width,
+            r.height,
+            r.boxes.tolist(),
+            [ds.class_names[int(k) - 1] for k in r.labels],
+            r.difficult.tolist(),
+        )
         for r in ds
     }
 
@@ -304,3 +310,22 @@ def test_coco_exports_from_data_root(coco_mini, tmp_path, layout):
             np.testing.assert_array_equal(r.boxes, ref.boxes[keep])
     if layout == "cvat":  # one json: seeded split files in the output folder
         assert read_ids(tmp_path / "out" / "splits" / "val.txt") == val.ids
+
+
+@pytest.mark.parametrize("with_valid", [True, False])
+def test_roboflow_voc_export_one_folder_per_split(bccd_root, tmp_path, standard, with_valid):
+    root = tmp_path / "roboflow"
+    _copy(bccd_root, root / "train", ann=".", img=".")
+    if with_valid:
+        (root / "valid").mkdir()
+        shutil.move(str(root / "train" / "BloodImage_00004.xml"), root / "valid" / "BloodImage_00004.xml")
+        shutil.move(str(root / "train" / "BloodImage_00004.jpg"), root / "valid" / "BloodImage_00004.jpg")
+    cfg = load_config("configs/custom_voc.yaml", [f"data.root={root}", f"output_dir={tmp_path / 'out'}"])
+    train, val = build_dataset(cfg, "train"), build_dataset(cfg, "test")
+    if with_valid:
+        assert (train.ids, val.ids) == (BCCD_IDS[:4], ["BloodImage_00004"])
+    else:
+        assert sorted(train.ids + val.ids) == BCCD_IDS and len(val) == 1  # seeded split of train/
+        assert read_ids(tmp_path / "out" / "splits" / "val.txt") == val.ids
+    got = {**_by_image(train), **_by_image(val)}
+    assert got == standard
