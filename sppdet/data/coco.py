@@ -145,9 +145,9 @@ def load_coco(
     records = []
     missing: List[Dict] = [img for img in data["images"] if not (image_dir / str(img["file_name"])).is_file()]
     if missing:
-        first = ", ".join(repr(str(img["file_name"])) for img in missing[:3])
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        line = f"{ann_file}: {len(missing)} image(s) not found in {image_dir}: {first}{more}"
+        first = ", ".join(str(img["file_name"]) for img in missing[:3])
+        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+        line = f"{ann_file}: {len(missing)} image(s) missing from {image_dir}: {first} not found{more}"
         if not skip_missing:
             raise DataError(f"{line}; set data.skip_missing=true to leave them out")
         warnings.warn(f"skipped {line}", DataWarning, stacklevel=2)

@@ -329,3 +329,18 @@ def test_roboflow_voc_export_one_folder_per_split(bccd_root, tmp_path, standard,
         assert read_ids(tmp_path / "out" / "splits" / "val.txt") == val.ids
     got = {**_by_image(train), **_by_image(val)}
     assert got == standard
+
+
+def test_coco_missing_image_policy_both_ways(coco_mini, tmp_path):
+    from sppdet.data.coco import load_coco
+
+    root = _coco_export(coco_mini, tmp_path / "export", "cvat")
+    ann = root / "annotations" / "instances_default.json"
+    gone = sorted((root / "images").iterdir())[0]
+    gone.unlink()
+    with pytest.raises(DataError, match=rf"1 image\(s\) missing from .*{gone.name} not found.*skip_missing"):
+        load_coco(ann, root / "images")
+    with pytest.warns(DataWarning, match="skipped .*1 image"):
+        ds = load_coco(ann, root / "images", skip_missing=True)
+    assert len(ds) == 5 and ds.meta["issues"]["missing_images"] == 1
+    assert all(Path(r.file_name).name != gone.name for r in ds)
