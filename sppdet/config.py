@@ -107,7 +107,8 @@ class DataConfig:
 
     #: "voc" (VOCdevkit layout), "coco" (instances json + image folder).
     format: DataFormat = "voc"
-    #: VOC: dataset root holding Annotations/, JPEGImages/, ImageSets/Main/.
+    #: VOC: dataset root holding Annotations/, JPEGImages/, ImageSets/Main/, or any labelImg-style
+    #: folder (annotations/ + images/, or XMLs beside the images; see data/README.md).
     root: str = "data/sample/voc"
     #: Split used for training (VOC: ImageSets/Main/<split>.txt; "" = every XML in Annotations).
     train_split: str = "train"
@@ -118,9 +119,18 @@ class DataConfig:
     train_images: str = ""
     test_ann: str = ""
     test_images: str = ""
-    #: Class names in label order (label 1..K). Empty = the 20 PASCAL VOC classes (VOC) or the
-    #: json's categories (COCO).
+    #: Class names in label order (label 1..K). Empty = discovered from the training
+    #: annotations: VOC, the names found, sorted (on PASCAL VOC itself: the standard 20-class
+    #: order); COCO, the categories that have training annotations, by id. Logged with their
+    #: counts; checkpoints store them, so eval/detect with --weights need no class list.
     classes: List[str] = field(default_factory=list)
+    #: VOC folder without split files (a labelImg/CVAT/Roboflow export): this fraction of the
+    #: annotated images is held out for validation by a seeded split, written as split files
+    #: into <output_dir>/splits/ (never into the data folder) and reused by reruns and eval.
+    val_fraction: float = 0.1
+    #: Annotations whose image file does not exist: false = refuse (count + first names),
+    #: true = leave them out with one warning giving the count.
+    skip_missing: bool = False
     #: Drop objects flagged difficult from the training targets (evaluation always ignores them).
     exclude_difficult: bool = True
 

@@ -1,6 +1,6 @@
 """Evaluate detections (or a trained model) on a VOC or COCO split.
 
-    python tools/eval.py --dataset voc --root DIR --split test --detections PATH
+    python tools/eval.py --dataset voc --root DIR [--split test] --detections PATH
         [--metric voc07|voc2010|coco] [--classes a,b,c] [--iou 0.5] [--out DIR]
     python tools/eval.py --dataset coco --ann FILE --images DIR --detections PATH [--out DIR]
     python tools/eval.py --config C --weights W [--dataset ...] [--out DIR] [key=value ...]
@@ -8,6 +8,8 @@
 PATH: an sppdet detections json, a COCO results json, or a folder of VOC comp4 files.
 With --weights the model is run first (its detections are saved to DIR/detections.json
 with --out); without --dataset the split comes from the config (data.test_split).
+``--weights W --dataset voc --root DIR`` alone evaluates the images training held out of DIR
+(its split files beside W), with the checkpoint's classes; any labelImg-style folder works.
 --out DIR writes metrics.json, pr_curves/*.png and a self-contained report.html.
 Prints a per-class table and the mAP.
 
@@ -18,6 +20,7 @@ over the ranks and their detections gathered; rank 0 alone computes the metrics 
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from sppdet.cli import run_tool, setup_logging
 from sppdet.errors import SppdetError
@@ -44,8 +47,16 @@ def load_dataset(args):
     if args.dataset == "voc":
         if not args.root:
             raise SppdetError("--dataset voc needs --root (the folder with Annotations/ and ImageSets/)")
-        load_voc = _import("sppdet.data.voc", "load_voc", "the VOC reader")
-        return load_voc(args.root, split=args.split, class_names=classes), cfg
+        build_eval_voc = _import("sppdet.data.build", "build_eval_voc", "the VOC reader")
+        train_cfg, out_dir = None, None
+        if args.weights:  # classes, held-out split and missing-image policy come from training
+            from sppdet.engine.checkpoint import checkpoint_config, load_checkpoint
+
+            state = load_checkpoint(args.weights)
+            train_cfg = checkpoint_config(state, source=args.weights)
+            classes = classes or list(state["class_names"])
+            out_dir = Path(args.weights).parent
+        return build_eval_voc(args.root, args.split, classes, train_cfg, out_dir), cfg
     if args.dataset == "coco":
         if not (args.ann and args.images):
             raise SppdetError("--dataset coco needs --ann (instances json) and --images (image folder)")
@@ -90,8 +101,17 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=["voc", "coco"], help="dataset format (default: from --config)")
     p.add_argument("--root", help="VOC: dataset root with Annotations/, JPEGImages/, ImageSets/Main/")
-    p.add_argument("--split", default="test", help="VOC: image set name (ImageSets/Main/<split>.txt)")
-    p.add_argument("--classes", help="VOC: comma-separated class names in label order (default: the 20 VOC classes)")
+    p.add_argument(
+        "--split",
+        default=None,
+        help="VOC: image set name (ImageSets/Main/<split>.txt) or a split file; default: with --weights, the "
+        "validation list its training held out of ROOT, else ImageSets/Main/test.txt, else every annotated image",
+    )
+    p.add_argument(
+        "--classes",
+        help="VOC: comma-separated class names in label order (default: the checkpoint's with --weights, "
+        "else the names found in the annotations, sorted)",
+    )
     p.add_argument("--ann", help="COCO: instances json")
     p.add_argument("--images", help="COCO: image folder")
     p.add_argument("--detections", help="sppdet detections json, COCO results json, or folder of comp4 files")

@@ -28,8 +28,9 @@ import math
 import os
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -117,7 +118,11 @@ def _coco_index(data: Dict):
 
 
 def load_coco(
-    ann_file: PathLike, image_dir: PathLike, name: Optional[str] = None, class_names: Optional[Sequence[str]] = None
+    ann_file: PathLike,
+    image_dir: PathLike,
+    name: Optional[str] = None,
+    class_names: Optional[Sequence[str]] = None,
+    skip_missing: bool = False,
 ) -> DetectionDataset:
     """Load a COCO instances json and its image folder.
 
@@ -127,6 +132,8 @@ def load_coco(
         name: dataset name for logs (default: the json's file stem).
         class_names: keep only these categories (by name), in this label order; objects of
             other categories are left out. Default: every category, sorted by id.
+        skip_missing: leave out images whose file does not exist (one :class:`DataWarning`
+            with the count, ``meta["issues"]["missing_images"]``) instead of raising.
     """
     ann_file, image_dir = Path(ann_file), Path(image_dir)
     data = _read_json(ann_file)
@@ -143,13 +150,25 @@ def load_coco(
 
     issues: Counter = Counter()
     records = []
+    missing: List[Dict] = [img for img in data["images"] if not is_file(image_dir / str(img["file_name"]))]
+    if missing:
+        first = ", ".join(str(img["file_name"]) for img in missing[:3])
+        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+        line = f"{ann_file}: {len(missing)} image(s) missing from {image_dir}: {first} not found{more}"
+        if not skip_missing:
+            raise DataError(f"{line}; set data.skip_missing=true to leave them out")
+        warnings.warn(f"skipped {line}", DataWarning, stacklevel=2)
+        issues["missing_images"] = len(missing)
+    skip = {id(img) for img in missing}
     for img in data["images"]:
-        records.append(_make_record(coco, img, image_dir, cat_to_label, ann_file, issues))
+        if id(img) not in skip:
+            records.append(_make_record(coco, img, image_dir, cat_to_label, ann_file, issues))
+    keys = ("clipped_boxes", "dropped_boxes", "other_categories", "missing_images")
     meta = {
         "format": "coco",
         "ann_file": str(ann_file),
         "image_dir": str(image_dir),
-        "issues": {k: issues.get(k, 0) for k in ("clipped_boxes", "dropped_boxes", "other_categories")},
+        "issues": {k: issues.get(k, 0) for k in keys},
     }
     return DetectionDataset(
         records, [c["name"] for c in cats], name or ann_file.stem, category_ids=category_ids, meta=meta
@@ -196,6 +215,84 @@ def _make_record(
         iscrowd=crowd,
         coco_id=int(img["id"]),
     )
+
+
+@dataclass(frozen=True)
+class CocoLayout:
+    """The json files and image folders of a COCO export (``test_ann`` None: one json only)."""
+
+    train_ann: Path
+    train_images: Path
+    test_ann: Optional[Path]
+    test_images: Optional[Path]
+
+
+_TRAIN_WORDS = ("train",)
+_VAL_WORDS = ("valid", "val", "test")
+
+
+def _image_folder_for(ann: Path, root: Path, hint: str) -> Path:
+    """The folder the json's ``file_name`` entries are relative to: the first candidate holding
+    the first image (json's folder, ``root/<hint>``, ``root/images``, ``root``)."""
+    data = load_json(ann)
+    images = data.get("images") if isinstance(data, dict) else None
+    first = (
+        str(images[0].get("file_name", ""))
+        if isinstance(images, list) and images and isinstance(images[0], dict)
+        else ""
+    )
+    candidates = [ann.parent, root / hint, root / "images", root / "images" / hint, root]
+    for c in candidates:
+        if first and is_file(c / first):
+            return c
+    return next((c for c in candidates if c.is_dir()), root)
+
+
+def find_coco_layout(root: PathLike) -> CocoLayout:
+    """Find the jsons of a COCO-format export under ``root`` (Roboflow, CVAT, COCO itself).
+
+    Roboflow: ``train/_annotations.coco.json`` (images beside it), ``valid/`` for validation.
+    CVAT "COCO 1.0": ``annotations/instances_default.json`` + ``images/``. COCO:
+    ``annotations/instances_{train,val}*.json`` + ``train2017/``, ``val2017/``. Else the one json
+    in ``root`` or ``root/annotations``. A json whose name says train, and one that says
+    valid/val/test, become the two splits; a single json is split later (seeded).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found")
+    jsons = sorted(root.glob("*/_annotations.coco.json")) + sorted((root / "annotations").glob("*.json"))
+    jsons += sorted(root.glob("*.json"))
+    if not jsons:
+        raise DataError(f"{root}: no COCO json here (looked for */_annotations.coco.json, annotations/*.json, *.json)")
+
+    def tag(p: Path) -> str:
+        return (p.parent.name if p.name == "_annotations.coco.json" else p.stem).lower()
+
+    train = [p for p in jsons if any(w in tag(p) for w in _TRAIN_WORDS)]
+    val = [p for p in jsons if any(w in tag(p) for w in _VAL_WORDS) and p not in train]
+    if not train:
+        if len(jsons) > 1:
+            names = ", ".join(str(p.relative_to(root)) for p in jsons)
+            raise DataError(f"{root}: several COCO jsons ({names}) and none named train; set data.train_ann")
+        train = jsons
+    tr = train[0]
+    va = next((p for p in val if "val" in tag(p)), val[0] if val else None)
+    test_images = _image_folder_for(va, root, tag(va).replace("instances_", "")) if va else None
+    return CocoLayout(tr, _image_folder_for(tr, root, tag(tr).replace("instances_", "")), va, test_images)
+
+
+def coco_class_counts(ann_file: PathLike) -> Tuple[Counter, List[str]]:
+    """Annotations per category name, and the names of the categories that have any, by id.
+
+    This is class discovery for COCO: a category nothing is annotated with (such as the
+    supercategory Roboflow exports as id 0) is not a class to learn.
+    """
+    ann_file = Path(ann_file)
+    data = _read_json(ann_file)
+    cats = sorted(data["categories"], key=lambda c: c["id"])
+    used = Counter(a["category_id"] for a in data["annotations"])
+    counts: Counter = Counter({str(c["name"]): used[c["id"]] for c in cats if used[c["id"]]})
+    return counts, [str(c["name"]) for c in cats if used[c["id"]]]
 
 
 def label_to_category_id(dataset: DetectionDataset, label: int) -> int:

@@ -42,6 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..config import Config
+from ..data.voc import image_folder
 from ..errors import DataError, SppdetError
 from ..evaluation.writer import DetectionsWriter, read_journal
 from ..fileio import atomic_write, make_output_dir
@@ -66,6 +67,10 @@ def expand_inputs(paths: Sequence[str]) -> List[Path]:
         path = Path(p)
         if path.is_dir():
             found = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
+            sub = None if found else image_folder(path)  # a dataset root: its JPEGImages/ or images/
+            if sub is not None:
+                log.info("%s: no images here, reading those in %s", path, sub)
+                found = sorted(f for f in sub.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
             if not found:
                 log.warning("%s: folder holds no images (%s)", path, ", ".join(sorted(IMAGE_EXTENSIONS)))
         elif path.exists():

@@ -98,7 +98,7 @@ def test_contiguous_labels_clip_and_drop(tmp_path):
     np.testing.assert_array_equal(a.boxes, [[1, 2, 11, 22], [50, 40, 64, 48]])  # second one clipped
     assert a.labels.tolist() == [2, 1] and a.iscrowd.tolist() == [False, True]
     assert b.num_objects == 0  # zero-width box dropped, image kept
-    assert ds.meta["issues"] == {"clipped_boxes": 1, "dropped_boxes": 1, "other_categories": 0}
+    assert ds.meta["issues"] == {"clipped_boxes": 1, "dropped_boxes": 1, "other_categories": 0, "missing_images": 0}
     assert category_id_to_label(ds, 11) == 3 and label_to_category_id(ds, 1) == 3
 
 

@@ -244,8 +244,8 @@ def test_build_dataset_voc(tmp_path):
     cfg = load_config(None, [f"data.root={root}", "data.train_split=''", "data.test_split=t", "data.classes=[RBC]"])
     assert build_dataset(cfg, "train").ids == ["a", "b"]
     assert build_dataset(cfg, "test").ids == ["b"]
-    with pytest.raises(DataError, match="data.classes"):  # empty classes -> VOC 20 -> 'RBC' unknown
-        build_dataset(load_config(None, [f"data.root={root}", "data.train_split=''"]), "train")
+    discovered = build_dataset(load_config(None, [f"data.root={root}", "data.train_split=''"]), "train")
+    assert discovered.class_names == ["RBC"]  # empty data.classes: found in the training XMLs
     with pytest.raises(ConfigError, match="data.root"):
         build_dataset(load_config(None, [f"data.root={tmp_path / 'nowhere'}"]), "train")
     with pytest.raises(ConfigError, match="data.format"):
