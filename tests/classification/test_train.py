@@ -124,3 +124,29 @@ def test_tool_train_eval_predict(folders, tmp_path, capsys):
     # bad input: one line, exit 2
     assert run_tool(classify, ["eval", "--weights", str(tmp_path / "nope.pth"), "--images", str(tmp_path)]) == 2
     assert "checkpoint file not found" in capsys.readouterr().err
+
+
+def test_tool_bad_input_is_one_line(tmp_path, capsys):
+    import torch
+    from reliability_kit import tool_main
+
+    from sppdet.cli import run_tool
+
+    classify = tool_main("classify")
+
+    def error(argv):
+        capsys.readouterr()
+        assert run_tool(classify, [str(a) for a in argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: "), err
+        return err[0]
+
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("data:\n  format: xml\n")
+    assert "'data.format' must be one of voc, coco, folder" in error(["train", "--config", cfg])
+    cfg.write_text("input:\n  mode: warp\n  sizez: [224]\n")
+    assert "unknown key 'input.sizez' (did you mean 'input.sizes'?)" in error(["train", "--config", cfg])
+    other = tmp_path / "other.pth"
+    torch.save({"model": {}}, other)
+    assert "not an sppdet classifier checkpoint" in error(["eval", "--weights", other, "--images", tmp_path])
+    assert "no such file or folder" in error(["predict", "--weights", other, tmp_path / "nope.jpg"])
