@@ -526,8 +526,17 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
     return out
 
 
-def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = ()) -> Config:
-    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+def dataclass_from_dict(cls: Any, data: Optional[Dict[str, Any]], source: str = "<dict>") -> Any:
+    """Build any config dataclass ``cls`` from a nested dict, as strictly as :class:`Config`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping")
+    return _from_dict(cls, data, source)
+
+
+def load_dataclass(cls: Any, path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = ()) -> Any:
+    """Load a YAML file into the config dataclass ``cls`` (``_base_``, overrides, strict keys)."""
     data: Dict[str, Any] = {}
     source = "<defaults>"
     if path:
@@ -537,7 +546,12 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str
     if overrides:
         data = apply_overrides(data, overrides)
         source = f"{source} + overrides"
-    return config_from_dict(data, source)
+    return dataclass_from_dict(cls, data, source)
+
+
+def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = ()) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    return load_dataclass(Config, path, overrides)
 
 
 def dump_config(cfg: Config) -> str:

@@ -8,18 +8,33 @@ the model, then stop with the one-line data error, exit status 2 through ``run_t
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
+from sppdet.classification.config import load_classifier_config
+from sppdet.classification.model import build_classifier
 from sppdet.config import load_config
 from sppdet.data.synthetic import SAMPLE_CLASSES, generate_sample_dataset
 from sppdet.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
+ALL_CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
+
+
+def _is_classifier_config(name: str) -> bool:
+    """SPP image-classifier configs (tools/classify.py) have an ``input.mode``; detector ones do not."""
+    data = yaml.safe_load((REPO / "configs" / name).read_text())
+    return "mode" in (data.get("input") or {})
+
+
+CLASSIFIER_CONFIGS = [n for n in ALL_CONFIGS if _is_classifier_config(n)]
+CONFIGS = [n for n in ALL_CONFIGS if n not in CLASSIFIER_CONFIGS]
 SLOW = {"bccd_mobilenetv2.yaml", "bccd_mobilenetv2_paper.yaml"}  # real images at 608x800: ~10 s each here
 
 
@@ -33,7 +48,7 @@ def _train_tool():
 def _data_present(cfg) -> bool:
     if cfg.data.format == "coco":
         return Path(cfg.data.train_ann).is_file() and Path(cfg.data.train_images).is_dir()
-    return Path(cfg.data.root).is_dir()
+    return bool(cfg.data.root) and Path(cfg.data.root).is_dir()
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +71,7 @@ def test_check_every_config(name, train_tool, capsys, monkeypatch, one_thread):
         assert 0 < batch["foreground_windows"] <= batch["windows"] <= cfg.train.ims_per_batch * cfg.train.rois_per_image
         assert summary["model"]["classes"] == len(cfg.data.classes)
     else:
-        with pytest.raises(ConfigError, match=r"^data\.(root|train_ann|train_images)\b.*not found"):
+        with pytest.raises(ConfigError, match=r"^data\.(root|train_ann|train_images)\b.*(not found|is empty)"):
             train_tool.main(["--config", f"configs/{name}", "--check"])
         summary = json.loads(capsys.readouterr().out)  # printed before the data error
         expected = len(cfg.data.classes) or (20 if cfg.data.format == "voc" else 80)
@@ -83,3 +98,16 @@ def test_check_refuses_a_bad_value_before_building_anything(train_tool, monkeypa
     monkeypatch.chdir(REPO)
     with pytest.raises(ConfigError, match=r"train\.hue_jitter: must be in \[0.0, 180.0\], got 200.0"):
         train_tool.main(["--config", "configs/sample_tiny.yaml", "--check", "train.hue_jitter=200"])
+
+
+@pytest.mark.parametrize("name", CLASSIFIER_CONFIGS)
+def test_classifier_configs_validate_and_build(name, monkeypatch, one_thread):
+    """The classifier configs in configs/ load strictly and build a model whose output has one
+    score per class for two inputs of different sizes."""
+    assert CLASSIFIER_CONFIGS, "expected the BCCD cell classifier configs"
+    monkeypatch.chdir(REPO)
+    cfg = load_classifier_config(Path("configs") / name)
+    model = build_classifier(dataclasses.replace(cfg.model, weights=""), len(cfg.data.classes)).eval()
+    with torch.no_grad():
+        out = model([torch.zeros(3, 64, 48), torch.zeros(3, 96, 128)])
+    assert tuple(out.shape) == (2, len(cfg.data.classes))
