@@ -90,7 +90,7 @@ class ClassSVM:
         dim = self.pos.shape[1]
         self._neg = [np.zeros((0, dim), dtype=np.float32)]  # chunks, joined when read
         self._neg_keys = [np.zeros((0,), dtype=np.int64)]
-        self._seen = set()
+        self._seen: set = set()
         self.w = np.zeros(dim, dtype=np.float32)
         self.b = 0.0
         self.new_since_train = 0
@@ -350,7 +350,7 @@ class PaperScorer:
         m = self.margins(model, pooled)
         scores = torch.cat([m.new_zeros((len(m), 1)), torch.sigmoid(m)], 1)
         deltas = None
-        if self.bbox_weight is not None:
+        if self.bbox_weight is not None and self.bbox_bias is not None:
             deltas = (pooled.float() * self.bbox_feat_scale) @ self.bbox_weight + self.bbox_bias
         return scores, deltas
 

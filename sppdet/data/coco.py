@@ -141,9 +141,9 @@ def load_coco(
     cats = sorted(coco.loadCats(coco.getCatIds()), key=lambda c: c["id"])
     if class_names:
         by_name = {c["name"]: c for c in cats}
-        missing = [n for n in class_names if n not in by_name]
-        if missing:
-            raise DataError(f"{ann_file}: no category named {missing[0]!r} (classes asked for in the config)")
+        unknown = [n for n in class_names if n not in by_name]
+        if unknown:
+            raise DataError(f"{ann_file}: no category named {unknown[0]!r} (classes asked for in the config)")
         cats = [by_name[n] for n in class_names]
     category_ids = [int(c["id"]) for c in cats]
     cat_to_label = {c: k + 1 for k, c in enumerate(category_ids)}
@@ -188,7 +188,7 @@ def _make_record(
     kept = [a for a in anns if a["category_id"] in cat_to_label]
     issues["other_categories"] += len(anns) - len(kept)
     xywh = np.array([a["bbox"] for a in kept], dtype=np.float64).reshape(-1, 4)
-    finite = np.isfinite(xywh).all(axis=1)
+    finite = np.asarray(np.isfinite(xywh).all(axis=1), dtype=bool)
     box = xywh_to_xyxy(np.where(finite[:, None], xywh, 0.0))
     clipped = clip_boxes(box, width, height)
     issues["clipped_boxes"] += int((finite & (box != clipped).any(axis=1)).sum())
@@ -211,8 +211,8 @@ def _make_record(
         width,
         height,
         np.array(boxes, dtype=np.float32),
-        labels,
-        iscrowd=crowd,
+        np.array(labels, dtype=np.int64),
+        iscrowd=np.array(crowd, dtype=bool),
         coco_id=int(img["id"]),
     )
 

@@ -330,7 +330,7 @@ def _parse_annotation(
         for tag in _COORDS:
             value = _text(bnd, tag)
             try:
-                coords.append(float(value))
+                coords.append(float(value))  # type: ignore[arg-type]  # None -> TypeError, reported below
             except (TypeError, ValueError):
                 raise DataError(
                     f"{xml_path}: object {i} ('{name}'): <{tag}> is {'missing' if value is None else repr(value)}"
@@ -354,7 +354,14 @@ def _parse_annotation(
         issues["dropped_boxes"] += len(dropped)
         warnings.warn(f"{xml_path}: dropped {'; '.join(dropped)}", DataWarning, stacklevel=3)
     return ImageRecord(
-        image_id, str(file_name), width, height, np.array(boxes, dtype=np.float32), labels, difficult, truncated
+        image_id,
+        str(file_name),
+        width,
+        height,
+        np.array(boxes, dtype=np.float32),
+        np.array(labels, dtype=np.int64),
+        np.array(difficult, dtype=bool),
+        np.array(truncated, dtype=bool),
     )
 
 

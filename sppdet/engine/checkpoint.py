@@ -40,7 +40,7 @@ def save_checkpoint(
     extras: Optional[Dict[str, Any]] = None,
 ) -> None:
     """Write a checkpoint atomically (temp file + rename)."""
-    state = {
+    state: Dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
         "config": config_to_dict(cfg),
@@ -107,7 +107,8 @@ def restore_rng(state: Dict[str, Any]) -> None:
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
+    inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+    return inner if isinstance(inner, torch.nn.Module) else model
 
 
 def load_model_from_checkpoint(

@@ -53,7 +53,7 @@ class SampleStream(Sampler):
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:
         pos = self.start + self.rank
-        epoch, perm = -1, None
+        epoch, perm = -1, torch.empty(0, dtype=torch.int64)
         while True:
             e = pos // self.n
             if e != epoch:

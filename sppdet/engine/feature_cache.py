@@ -54,7 +54,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -135,6 +135,7 @@ def module_sha1(module: torch.nn.Module) -> str:
 def cache_settings(cfg, model: torch.nn.Module) -> Dict:
     """Everything besides the images and proposals that the cached maps and windows depend on."""
     m, i, p = cfg.model, cfg.input, cfg.proposals
+    backbone: Any = model.backbone
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -149,8 +150,8 @@ def cache_settings(cfg, model: torch.nn.Module) -> Dict:
         "max_per_image": p.max_per_image,
         "exclude_difficult": cfg.data.exclude_difficult,
         "classes": list(cfg.data.classes),
-        "backbone_sha1": module_sha1(model.backbone),
-        "channels": int(model.backbone.out_channels),
+        "backbone_sha1": module_sha1(backbone),
+        "channels": int(backbone.out_channels),
     }
 
 
@@ -456,17 +457,17 @@ def _write_shard(
         "npy_sample": sampled_sha1(npy, size),
         "windows": int(len(windows["boxes"])),
     }
+    arrays: Dict[str, Any] = dict(
+        key=np.array(job.key),
+        npy_bytes=np.array(size),
+        npy_sha1=np.array(rec["npy_sha1"]),
+        npy_sample=np.array(rec["npy_sample"]),
+        map_shapes=np.array([m.shape for m in maps], dtype=np.int64).reshape(-1, 3),
+        factors=np.asarray(factors, dtype=np.float64),
+        **windows,
+    )
     with atomic_write(npz, "wb") as f:
-        np.savez(
-            f,
-            key=np.array(job.key),
-            npy_bytes=np.array(size),
-            npy_sha1=np.array(rec["npy_sha1"]),
-            npy_sample=np.array(rec["npy_sample"]),
-            map_shapes=np.array([m.shape for m in maps], dtype=np.int64).reshape(-1, 3),
-            factors=np.asarray(factors, dtype=np.float64),
-            **windows,
-        )
+        np.savez(f, **arrays)
     rec.update(
         name=job.name,
         image_id=job.image_id,
@@ -587,7 +588,8 @@ def build_feature_cache(
     bar = tqdm(
         mine, desc="feature cache", unit="view", disable=not (progress and du.is_main_process()), mininterval=1.0
     )
-    image, image_index = None, -1
+    image: Optional[np.ndarray] = None
+    image_index = -1
     for job in bar:
         rec = _shard_record(folder, job) if resume else None
         if rec is not None:
@@ -597,6 +599,7 @@ def build_feature_cache(
         ds_rec = dataset[job.index]
         if image_index != job.index:
             image, image_index = read_image(ds_rec.file_name, cfg.input.max_image_pixels), job.index
+        assert image is not None  # read above for the first job of each image
         h, w = image.shape[:2]
         win = image_windows(
             ds_rec, proposals.boxes(ds_rec.image_id), cfg.proposals.max_per_image, cfg.data.exclude_difficult, w, h

@@ -486,6 +486,8 @@ class PaperTrainer:
                 raise SppdetError(f"{self.out / FINETUNE} is missing or stale; run --stage finetune first")
             self._stage_finetune(False, summary)
             state = self._load_stage(FINETUNE, key)
+        if state is None:
+            raise SppdetError(f"{self.out / FINETUNE}: fine-tuned model not found after fine-tuning")
         restore_model(self.model, state, self.out / FINETUNE)
         self.model.eval()
 

@@ -73,7 +73,8 @@ def lr_factor(it: int, cfg: Config) -> float:
 def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
     """SGD with momentum or AdamW (``train.optimizer``); no weight decay on biases and norm
     parameters."""
-    decay, no_decay = [], []
+    decay: List[torch.nn.Parameter] = []
+    no_decay: List[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -138,7 +139,7 @@ def train(cfg: Config, output_dir: Optional[str] = None, resume: bool = False) -
         if resume:
             log.info("--resume: no checkpoint in %s, starting from scratch", out)
 
-    ddp_model = model
+    ddp_model: torch.nn.Module = model
     if world > 1:
         ddp_model = _wrap_ddp(model, device)
     loss_fn = FastRCNNLoss()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torchvision
@@ -27,7 +27,7 @@ class PostProcess:
         self.max_detections = max_detections
 
     def __call__(
-        self, scores: torch.Tensor, deltas: torch.Tensor, proposals: torch.Tensor, image_size: Tuple[int, int]
+        self, scores: torch.Tensor, deltas: Optional[torch.Tensor], proposals: torch.Tensor, image_size: Tuple[int, int]
     ) -> Dict[str, torch.Tensor]:
         """Scores and deltas of one image's windows -> boxes, scores, labels after NMS."""
         num_classes = scores.shape[1] - 1
