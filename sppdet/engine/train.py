@@ -179,6 +179,7 @@ def train(cfg: Config, output_dir: Optional[str] = None, resume: bool = False) -
     history = []
     summary: Dict = {"output_dir": str(out), "start_iter": start}
     t0 = time.time()
+    eval_seconds, evals = 0.0, []
     tc = cfg.train
     bar = _progress(start, tc.max_iter)
     model.train()
@@ -234,9 +235,13 @@ def train(cfg: Config, output_dir: Optional[str] = None, resume: bool = False) -
                 samples=start_sample + (done - start) * ipb * world,
             )
         if tc.eval_period and done % tc.eval_period == 0 and done < tc.max_iter:
+            e0 = time.time()
             m = validate(model, cfg, class_names, device, out)
-            if m is not None:
-                log.info("iter %d: validation mAP %.4f", done, m["mAP"])
+            eval_seconds += time.time() - e0
+            if m is not None:  # time-to-accuracy: training wall time without the evaluations
+                t_train = time.time() - t0 - eval_seconds
+                log.info("iter %d: validation mAP %.4f (%.0f s training)", done, m["mAP"], t_train)
+                evals.append({"iter": done, "mAP": float(m["mAP"]), "train_seconds": round(t_train, 1)})
             model.train()
     if bar is not None:
         bar.close()
@@ -246,7 +251,14 @@ def train(cfg: Config, output_dir: Optional[str] = None, resume: bool = False) -
         _check_weights(model, end_iter, out)
     _save(out / LAST, model, cfg, class_names, end_iter, optimizer, scheduler, samples=end_sample)
     _save(out / FINAL, model, cfg, class_names, end_iter, None, None, samples=end_sample)
-    summary.update(iterations=end_iter, train_seconds=time.time() - t0, history=history, checkpoint=str(out / FINAL))
+    summary.update(
+        iterations=end_iter,
+        train_seconds=time.time() - t0,
+        eval_seconds=eval_seconds,
+        evals=evals,
+        history=history,
+        checkpoint=str(out / FINAL),
+    )
     if du.is_main_process():
         save_json({k: v for k, v in summary.items()}, out / "train_log.json")
     du.barrier()
