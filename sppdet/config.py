@@ -202,6 +202,9 @@ class TestConfig:
     #: Truncated SVD rank for fc6/fc7 at inference (0 = off), Fast R-CNN section 3.1.
     svd_rank_fc6: int = 0
     svd_rank_fc7: int = 0
+    #: fc compression at inference, e.g. "svd:0.25", "int8", "svd:0.25+int8" ("" = off); see
+    #: sppdet.modeling.compress (``tools/benchmark.py compress`` picks one on a trained model).
+    fc_compression: str = ""
 
 
 @dataclass

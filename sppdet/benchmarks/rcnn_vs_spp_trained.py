@@ -1,0 +1,111 @@
+"""``rcnn-vs-spp --weights W``: R-CNN mode vs SPP mode on a trained checkpoint.
+
+The model (any backbone), its fc weights and its test scale come from the checkpoint; the
+image and the 2,000 windows are those of the random-weights benchmark
+(:mod:`sppdet.benchmarks.rcnn_vs_spp`). Two fc settings, each applied to *both* modes:
+
+- ``full_fc``: the checkpoint's fc layers;
+- ``equal_accuracy_fc``: the fc compression chosen by ``tools/benchmark.py compress``
+  (``--compress-result compress.json``: its ``best_within_0.5pt``, with the mAP loss measured
+  there), else the checkpoint's own ``test.fc_compression`` (mAP loss unknown: null).
+
+``speedup_total`` is R-CNN total / SPP total per setting; ``speedup_total_equal_accuracy`` is
+that of ``equal_accuracy_fc``, reported with its ``map_loss`` (a fraction: 0.004 = 0.4 points).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple, cast
+
+import torch
+
+from ..engine.checkpoint import load_model_from_checkpoint
+from ..errors import SppdetError
+from ..modeling.compress import compress_head, parse_fc_compression
+from ..modeling.head import SPPHead
+
+TARGET_TOTAL_SPEEDUP = 100.0
+MAX_MAP_LOSS = 0.005
+
+
+def chosen_setting(path: Optional[str], fallback: str) -> Tuple[str, Optional[float], str]:
+    """``(spec, map_loss, source)`` from a ``compress`` JSON result, else ``fallback``."""
+    if not path:
+        return fallback, None, "checkpoint config test.fc_compression (mAP loss not measured here)"
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise SppdetError(f"--compress-result {path}: cannot read JSON ({e})") from None
+    best = (data.get("compress") or data).get("best_within_0.5pt") if isinstance(data, dict) else None
+    if not isinstance(best, dict) or "spec" not in best:
+        raise SppdetError(f"--compress-result {path}: no 'best_within_0.5pt' entry (run 'benchmark.py compress')")
+    return str(best["spec"]), float(best.get("map_loss", float("nan"))), f"{path} best_within_0.5pt"
+
+
+def trained_bench(
+    args: Any, s: Dict[str, Any], device, repeat: int, bench_cls, summary: Callable, g: Callable
+) -> Dict[str, Any]:
+    """Run the benchmark on ``args.weights`` (see module docstring)."""
+    weights = str(args.weights)
+    model, cfg, class_names, _ = load_model_from_checkpoint(weights, list(getattr(args, "opts", None) or []), device)
+    spec, map_loss, source = chosen_setting(getattr(args, "compress_result", None), cfg.test.fc_compression)
+    c = parse_fc_compression(spec)
+    if c.int8 and torch.device(device).type != "cpu":
+        raise SppdetError(f"fc setting '{spec}': int8 runs on the CPU only (use --device cpu)")
+    full = cast(SPPHead, model.head)
+    heads = {"full_fc": full, "equal_accuracy_fc": compress_head(full, c)}
+    setting = dict(
+        s,
+        backbone=cfg.model.backbone,
+        fc_dims=tuple(cfg.model.fc_dims),
+        num_classes=len(class_names),
+        scale=int(cfg.input.test_scales[0]),
+    )
+    bench = bench_cls(setting, device, model, cfg, heads)
+    with torch.inference_mode():
+        timings = bench.time(repeat)
+        # FLOPs of the float equivalent (int8 layers do the same multiply-adds; the counter skips them)
+        bench.heads = {
+            "full_fc": full,
+            "equal_accuracy_fc": compress_head(full, spec.replace("+int8", "").replace("int8", "")),
+        }
+        flops = bench.flops()
+        bench.heads = heads
+    result: Dict[str, Any] = {
+        "setup": {
+            **bench.setup(),
+            "weights": weights,
+            "fc_configs": {
+                "full_fc": "the checkpoint's fc layers",
+                "equal_accuracy_fc": spec or "full (no compression)",
+            },
+            "equal_accuracy_source": source,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "repeat": repeat,
+            "torch": torch.__version__,
+        },
+        "timings_ms": timings,
+    }
+    for suffix, key in (("", "median_ms"), ("_cpu_time", "cpu_median_ms")):
+        result.update(summary({k: v[key] for k, v in timings.items()}, bench, suffix))
+    eq = result["speedup_total"]["equal_accuracy_fc"]
+    result.update(
+        {
+            "gflops": {
+                "spp_conv": g(flops["spp_conv"]),
+                "rcnn_conv": g(flops["rcnn_conv"]),
+                "fc": {k: g(v) for k, v in flops["fc"].items()},
+            },
+            "speedup_total_equal_accuracy": eq,
+            "speedup_total_equal_accuracy_cpu_time": result["speedup_total_cpu_time"]["equal_accuracy_fc"],
+            "fc_compression": spec,
+            "map_loss": map_loss,
+            "target_total_speedup": TARGET_TOTAL_SPEEDUP,
+            "max_map_loss": MAX_MAP_LOSS,
+            "meets_target": bool(eq >= TARGET_TOTAL_SPEEDUP and map_loss is not None and map_loss <= MAX_MAP_LOSS),
+        }
+    )
+    return result
