@@ -131,8 +131,12 @@ def compress_head(head: SPPHead, compression: Union[FcCompression, str]) -> SPPH
 
 def quantize_int8(module: nn.Module) -> nn.Module:
     """``module`` with every ``nn.Linear`` replaced by a dynamically quantised int8 one."""
-    with warnings.catch_warnings():  # torch 2.x deprecates the qint8 tensor API it uses internally
+    # torch 2.9 deprecates torch.ao.quantization (to move to torchao) and the qint8 tensor API it uses
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*", category=UserWarning)
+        warnings.filterwarnings(
+            "ignore", message=".*torch.ao.quantization is deprecated.*", category=DeprecationWarning
+        )
         return quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)
 
 
