@@ -131,11 +131,11 @@ def compress_head(head: SPPHead, compression: Union[FcCompression, str]) -> SPPH
 
 def quantize_int8(module: nn.Module) -> nn.Module:
     """``module`` with every ``nn.Linear`` replaced by a dynamically quantised int8 one."""
-    # torch 2.9 deprecates torch.ao.quantization (to move to torchao) and the qint8 tensor API it uses
+    # torch (2.14 here) deprecates torch.ao.quantization (moving to torchao) and the qint8 tensor API it uses
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*", category=UserWarning)
         warnings.filterwarnings(
-            "ignore", message=".*torch.ao.quantization is deprecated.*", category=DeprecationWarning
+            "ignore", message=".*torch.ao.quantization.*", category=DeprecationWarning
         )
         return quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)
 
