@@ -127,8 +127,7 @@ def run_rcnn_vs_spp(args: Any) -> Dict[str, Any]:
     s = SETTINGS["quick" if quick else "full"]
     device = resolve_device(getattr(args, "device", "cpu") or "cpu")
     repeat = max(1, int(getattr(args, "repeat", 5) or 5))
-    weights = getattr(args, "weights", None)
-    if weights:
+    if getattr(args, "weights", None) or getattr(args, "compress_result", None):
         from .rcnn_vs_spp_trained import trained_bench
 
         return trained_bench(args, s, device, repeat, _Bench, _summary, _g)

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .spp_backward import roi_spp_max_train
+
 __all__ = [
     "pyramid_length",
     "paper_pool_params",
@@ -561,7 +563,7 @@ def roi_spp(
         return _roi_spp_avg(features, batch, cells, levels)
     if torch.is_grad_enabled() and features.requires_grad:
         if _roi_pool_bins_match(cells, levels, features.dtype):
-            return _roi_spp_max_roi_pool(features, batch, cells, levels)
+            return roi_spp_max_train(features, batch, cells, levels)
         return _RoISPPMax.apply(features, batch, cells, levels)
     return _roi_spp_max(features, batch, cells, levels)
 
