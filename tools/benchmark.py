@@ -43,7 +43,7 @@ def main(argv=None) -> int:
         "--compress-result", help="rcnn-vs-spp --weights: JSON of 'compress' whose best_within_0.5pt setting to time"
     )
     parser.add_argument("opts", nargs="*", help="KEY=VALUE config overrides for --weights, e.g. proposals.cache_dir=D")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
     setup_logging()

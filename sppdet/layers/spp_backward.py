@@ -9,9 +9,10 @@ finer grid's. Only the levels that divide no finer level (for ``{6, 3, 2, 1}``: 
 from the map, by torchvision's ``roi_pool`` kernel (which also returns each bin's maximising
 cell); the others are block maxima of those grids.
 
-Backward: every output's gradient goes to its maximising cell (the max subgradient), all
-levels at once, in one ``index_add_`` into the flat map: no per-level ``roi_pool`` backward
-pass (a loop over windows x channels x bins). Used by :func:`sppdet.layers.spp.roi_spp` where
+Backward: the coarser levels' gradients flow back into the finest grid through
+``max_pool2d``/``amax`` (autograd), and the finest grid's go to their maximising cells (the
+max subgradient) in one ``index_add_`` into the flat map: one kernel call instead of a
+``roi_pool`` backward pass per level. Used by :func:`sppdet.layers.spp.roi_spp` where
 ``roi_pool``'s bins are the paper's (``_roi_pool_bins_match``); same outputs as one ``roi_pool``
 per level, and the same gradients up to the choice among tied maxima.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 from typing import Dict, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 import torchvision  # noqa: F401  (registers torch.ops.torchvision)
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -70,7 +72,8 @@ def roi_spp_max_train(features: Tensor, batch: Tensor, cells: Tensor, levels: Tu
     for n, src in level_sources(levels).items():
         if src is None:
             grids[n] = RoIPoolArgmax.apply(features, boxes, n)
+        elif n == 1:
+            grids[n] = grids[src].amax((2, 3))
         else:  # block maxima of the finer grid (autograd routes their gradient to its bins)
-            g, k = grids[src], src // n
-            grids[n] = g.view(g.shape[0], g.shape[1], n, k, n, k).amax((3, 5))
+            grids[n] = F.max_pool2d(grids[src], src // n, src // n)
     return torch.cat([grids[n].flatten(1) for n in levels], 1)
