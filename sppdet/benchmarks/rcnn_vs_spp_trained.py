@@ -26,8 +26,9 @@ import torch
 
 from ..engine.checkpoint import load_model_from_checkpoint
 from ..errors import SppdetError
-from ..modeling.compress import compress_head, parse_fc_compression
+from ..modeling.compress import FcCompression, compress_head, parse_fc_compression
 from ..modeling.head import SPPHead
+from .compress import SETTINGS as COMPRESS_SETTINGS
 
 
 def chosen_setting(path: Optional[str], fallback: str) -> Tuple[str, Optional[float], str]:
@@ -58,11 +59,16 @@ def trained_bench(
         bench = bench_cls(s, device)
         model, cfg, class_names, default_spec = bench.model, bench.cfg, [""] * s["num_classes"], ""
     spec, map_loss, source = chosen_setting(getattr(args, "compress_result", None), default_spec)
-    c = parse_fc_compression(spec)
-    if c.int8 and torch.device(device).type != "cpu":
-        raise SppdetError(f"fc setting '{spec}': int8 runs on the CPU only (use --device cpu)")
     full = cast(SPPHead, model.head)
-    heads = {"full_fc": full, "equal_accuracy_fc": compress_head(full, c)}
+    if spec or getattr(args, "compress_result", None):
+        specs = {"equal_accuracy_fc": spec}
+    else:  # nothing chosen yet: every setting of the compress benchmark, timed in this one run
+        specs = {name: name for name in COMPRESS_SETTINGS if name}
+        source = "none chosen: every compress setting timed (pick one with --compress-result)"
+    for sp in specs.values():
+        if parse_fc_compression(sp).int8 and torch.device(device).type != "cpu":
+            raise SppdetError(f"fc setting '{sp}': int8 runs on the CPU only (use --device cpu)")
+    heads = {"full_fc": full, **{name: compress_head(full, sp) for name, sp in specs.items()}}
     if weights:
         setting = dict(
             s,
@@ -79,7 +85,7 @@ def trained_bench(
         # FLOPs of the float equivalent (int8 layers do the same multiply-adds; the counter skips them)
         bench.heads = {
             "full_fc": full,
-            "equal_accuracy_fc": compress_head(full, spec.replace("+int8", "").replace("int8", "")),
+            **{k: compress_head(full, FcCompression(parse_fc_compression(v).svd_fractions)) for k, v in specs.items()},
         }
         flops = bench.flops()
         bench.heads = heads
@@ -87,10 +93,7 @@ def trained_bench(
         "setup": {
             **bench.setup(),
             "weights": str(weights) if weights else "random (timing only)",
-            "fc_configs": {
-                "full_fc": "the checkpoint's fc layers",
-                "equal_accuracy_fc": spec or "full (no compression)",
-            },
+            "fc_configs": {"full_fc": "the checkpoint's fc layers", **{k: v or "full" for k, v in specs.items()}},
             "equal_accuracy_source": source,
             "device": str(device),
             "threads": torch.get_num_threads(),
@@ -101,7 +104,7 @@ def trained_bench(
     }
     for suffix, key in (("", "median_ms"), ("_cpu_time", "cpu_median_ms")):
         result.update(summary({k: v[key] for k, v in timings.items()}, bench, suffix))
-    eq = result["speedup_total"]["equal_accuracy_fc"]
+    eq = result["speedup_total"].get("equal_accuracy_fc")
     result.update(
         {
             "gflops": {
@@ -110,7 +113,7 @@ def trained_bench(
                 "fc": {k: g(v) for k, v in flops["fc"].items()},
             },
             "speedup_total_equal_accuracy": eq,
-            "speedup_total_equal_accuracy_cpu_time": result["speedup_total_cpu_time"]["equal_accuracy_fc"],
+            "speedup_total_equal_accuracy_cpu_time": result["speedup_total_cpu_time"].get("equal_accuracy_fc"),
             "fc_compression": spec,
             "map_loss": map_loss,
         }
