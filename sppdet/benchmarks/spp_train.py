@@ -37,7 +37,7 @@ def run_training_sizes(repeat: int, device, quick: bool = False) -> Dict[str, An
     from . import time_interleaved
     from .spp import make_rois
 
-    timings, ratios, vs_previous = {}, {}, {}
+    timings, ratios, ratios_cpu, vs_previous = {}, {}, {}, {}
     for name, (N, C, H, W, per_image) in SETTINGS.items():
         if quick:
             C, per_image = 8, 16
@@ -72,9 +72,11 @@ def run_training_sizes(repeat: int, device, quick: bool = False) -> Dict[str, An
         )
         timings[name] = {"setup": {"features": [N, C, H, W], "windows": N * per_image}, **t}
         ratios[name] = round(t["spp_pyramid"]["median_ms"] / t["roi_pool_6x6"]["median_ms"], 3)
+        ratios_cpu[name] = round(t["spp_pyramid"]["cpu_median_ms"] / t["roi_pool_6x6"]["cpu_median_ms"], 3)
         vs_previous[name] = round(t["spp_pyramid_roi_pool_per_level"]["median_ms"] / t["roi_pool_6x6"]["median_ms"], 3)
     return {
         "forward_backward_training_ms": timings,
         "backward_ratio_spp_pyramid_vs_roi_pool_6x6": ratios,
+        "backward_ratio_spp_pyramid_vs_roi_pool_6x6_cpu_time": ratios_cpu,
         "backward_ratio_roi_pool_per_level_vs_roi_pool_6x6": vs_previous,
     }

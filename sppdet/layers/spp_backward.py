@@ -72,8 +72,8 @@ def roi_spp_max_train(features: Tensor, batch: Tensor, cells: Tensor, levels: Tu
     for n, src in level_sources(levels).items():
         if src is None:
             grids[n] = RoIPoolArgmax.apply(features, boxes, n)
-        elif n == 1:
-            grids[n] = grids[src].amax((2, 3))
+        elif n == 1:  # max (not amax): a tie's gradient goes to the first cell, not split
+            grids[n] = grids[src].flatten(2).max(-1)[0]
         else:  # block maxima of the finer grid (autograd routes their gradient to its bins)
             grids[n] = F.max_pool2d(grids[src], src // n, src // n)
     return torch.cat([grids[n].flatten(1) for n in levels], 1)
