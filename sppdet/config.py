@@ -345,6 +345,9 @@ class TestConfig:
     #: Mixed precision at inference on CUDA: "off", "bf16" or "fp16" (autocast of the conv and
     #: head; scores, boxes and NMS stay float32). Ignored with a warning on CPU.
     amp: Amp = "off"
+    #: fc compression at inference, e.g. "svd:0.25", "int8", "svd:0.25+int8" ("" = off); see
+    #: sppdet.modeling.compress (``tools/benchmark.py compress`` picks one on a trained model).
+    fc_compression: str = ""
 
     def __post_init__(self) -> None:
         _check_section(self, "test.")

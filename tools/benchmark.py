@@ -3,6 +3,8 @@
 
     python tools/benchmark.py spp --out output/spp.json --repeat 7
     python tools/benchmark.py all --device cuda
+    python tools/benchmark.py compress --weights output/bccd/model_final.pth --out compress.json
+    python tools/benchmark.py rcnn-vs-spp --weights output/bccd/model_final.pth --compress-result compress.json
 
 The output is ``{name: result}`` for every benchmark run. See :mod:`sppdet.benchmarks`.
 
@@ -33,7 +35,15 @@ def main(argv=None) -> int:
         "--threads", type=int, default=0, help="torch.set_num_threads before running (default 0: torch's default)"
     )
     parser.add_argument("--quick", action="store_true", help="small settings (a smoke run), where a benchmark has them")
-    args = parser.parse_args(argv)
+    parser.add_argument("--weights", help="trained checkpoint (compress: required; rcnn-vs-spp: not random ZF-5)")
+    parser.add_argument("--split", help="compress: evaluate on this split (default: the config's test split)")
+    parser.add_argument("--limit", type=int, default=0, help="compress: only the first N images (smoke run)")
+    parser.add_argument("--save-weights", help="compress: save the checkpoint with the chosen test.fc_compression here")
+    parser.add_argument(
+        "--compress-result", help="rcnn-vs-spp --weights: JSON of 'compress' whose best_within_0.5pt setting to time"
+    )
+    parser.add_argument("opts", nargs="*", help="KEY=VALUE config overrides for --weights, e.g. proposals.cache_dir=D")
+    args = parser.parse_intermixed_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
     setup_logging()

@@ -23,6 +23,7 @@ BENCHMARKS: Dict[str, Union[str, Callable[[Any], Dict[str, Any]]]] = {
     "rcnn-vs-spp": "sppdet.benchmarks.rcnn_vs_spp:run_rcnn_vs_spp",
     "vs-torchvision": "sppdet.benchmarks.vs_torchvision:run_vs_torchvision",
     "memory": "sppdet.benchmarks.memory:run_memory",
+    "compress": "sppdet.benchmarks.compress:run_compress",
 }
 
 

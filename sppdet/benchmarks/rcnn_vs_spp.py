@@ -127,6 +127,10 @@ def run_rcnn_vs_spp(args: Any) -> Dict[str, Any]:
     s = SETTINGS["quick" if quick else "full"]
     device = resolve_device(getattr(args, "device", "cpu") or "cpu")
     repeat = max(1, int(getattr(args, "repeat", 5) or 5))
+    if getattr(args, "weights", None) or getattr(args, "compress_result", None):
+        from .rcnn_vs_spp_trained import trained_bench
+
+        return trained_bench(args, s, device, repeat, _Bench, _summary, _g)
     bench = _Bench(s, device)
     with torch.inference_mode():
         timings = bench.time(repeat)
@@ -169,7 +173,9 @@ def _g(flops: int) -> float:
 class _Bench:
     """The model, its fc variants, the image, the windows and the callables to time."""
 
-    def __init__(self, s: Dict[str, Any], device) -> None:
+    def __init__(self, s: Dict[str, Any], device, model=None, cfg=None, heads=None) -> None:
+        """``model``/``cfg``/``heads`` (a trained model, its config and its fc variants by
+        name) replace the random ZF-5 of setting ``s``."""
         import torch
 
         from ..config import load_config
@@ -178,25 +184,28 @@ class _Bench:
         from ..modeling.rcnn_baseline import RCNNBaseline
 
         self.s, self.chunk = s, CHUNK
-        self.cfg = load_config(
-            None,
-            [
-                f"model.backbone={s['backbone']}",
-                f"model.tiny_width={s['tiny_width']}",
-                "model.normalization=caffe",
-                "model.dropout=0.0",
-                f"model.fc_dims={list(s['fc_dims'])}",
-            ],
-        )
-        torch.manual_seed(0)
-        self.model = build_detector(self.cfg, s["num_classes"]).to(device).eval()
-        svd = copy.deepcopy(self.model.head)
-        svd.compress_svd(list(s["svd_ranks"]))
-        self.heads = {
-            "full_fc": self.model.head,
-            "svd_fc": svd,
-            "svd_low_rank_fc": truncate_svd_head(svd, s["low_ranks"]),
-        }
+        if model is None:
+            self.cfg = load_config(
+                None,
+                [
+                    f"model.backbone={s['backbone']}",
+                    f"model.tiny_width={s['tiny_width']}",
+                    "model.normalization=caffe",
+                    "model.dropout=0.0",
+                    f"model.fc_dims={list(s['fc_dims'])}",
+                ],
+            )
+            torch.manual_seed(0)
+            self.model = build_detector(self.cfg, s["num_classes"]).to(device).eval()
+            svd = copy.deepcopy(self.model.head)
+            svd.compress_svd(list(s["svd_ranks"]))
+            self.heads = {
+                "full_fc": self.model.head,
+                "svd_fc": svd,
+                "svd_low_rank_fc": truncate_svd_head(svd, s["low_ranks"]),
+            }
+        else:
+            self.cfg, self.model, self.heads = cfg, model.to(device).eval(), dict(heads)
         self.rcnn = RCNNBaseline(self.model, batch_size=s["rcnn_batch"])
         self.image, windows, self.source = load_image_and_windows(s["windows"])
         self.R, self.n = len(windows), min(s["rcnn_windows"], len(windows))

@@ -45,6 +45,7 @@ def run_spp_benchmark(args: Any) -> Dict[str, Any]:
     from ..layers.spp.max_rank import RoISPPMax
     from ..utils.comm import resolve_device
     from . import time_interleaved
+    from .spp_train import run_training_sizes
 
     device = resolve_device(getattr(args, "device", "cpu") or "cpu")
     repeat = max(1, int(getattr(args, "repeat", 5) or 5))
@@ -93,6 +94,7 @@ def run_spp_benchmark(args: Any) -> Dict[str, Any]:
         device,
     )
 
+    training = run_training_sizes(max(1, repeat // 2), device, quick)
     ratio = fwd["spp_pyramid"]["median_ms"] / fwd["roi_pool_6x6"]["median_ms"]
     paired = sorted(a / b for a, b in zip(fwd["spp_pyramid"]["runs_ms"], fwd["roi_pool_6x6"]["runs_ms"]))
     return {
@@ -117,4 +119,5 @@ def run_spp_benchmark(args: Any) -> Dict[str, Any]:
         "ratio_roi_pool_pyramid_vs_roi_pool_6x6": round(
             fwd["roi_pool_pyramid"]["median_ms"] / fwd["roi_pool_6x6"]["median_ms"], 3
         ),
+        **training,
     }

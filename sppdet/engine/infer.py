@@ -20,6 +20,7 @@ from ..config import Config
 from ..data.dataset import DetectionDataset
 from ..data.image_io import read_image
 from ..evaluation.writer import DetectionsWriter
+from ..modeling.compress import checked_fc_compression, compress_head
 from ..modeling.detector import SPPDetector
 from ..modeling.postprocess import PostProcess
 from ..modeling.scorer import WindowScorer
@@ -150,6 +151,8 @@ def load_predictor(weights: str, overrides: Sequence[str] = (), device: str = "a
     if tc.svd_rank_fc6 > 0 or tc.svd_rank_fc7 > 0:
         model.head.compress_svd([tc.svd_rank_fc6, tc.svd_rank_fc7])
         model.to(dev)
+    if tc.fc_compression:
+        model.head = compress_head(model.head, checked_fc_compression(tc, dev))
     scorer = None
     extras = state.get("extras") or {}
     if "paper" in extras and cfg.train.paper.scorer == "svm":

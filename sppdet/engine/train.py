@@ -180,10 +180,18 @@ def train(cfg: Config, output_dir: Optional[str] = None, resume: bool = False) -
         samples = start_sample + (done - start) * ipb * world
         _save(out / LAST, model, cfg, class_names, done, optimizer, scheduler, samples, trainer)
 
+    evals: List[Dict] = []  # the mAP-against-training-time curve (``train.eval_period``)
+    eval_seconds = 0.0
+
     def evaluate(done: int) -> None:
+        nonlocal eval_seconds
+        e0 = time.time()
         m = validate(model, cfg, class_names, device, out)
+        eval_seconds += time.time() - e0
         if m is not None:
             log.info("iter %d: validation mAP %.4f", done, m["mAP"])
+            train_time = time.time() - t0 - eval_seconds
+            evals.append({"iter": done, "train_seconds": round(train_time, 1), "mAP": float(m["mAP"])})
         model.train()
 
     guard = NaNGuard(model, lambda: _kept(out), "lower train.base_lr or check the data")
@@ -207,7 +215,14 @@ def train(cfg: Config, output_dir: Optional[str] = None, resume: bool = False) -
     save(end_iter)
     end_sample = start_sample + (end_iter - start) * ipb * world
     _save(out / FINAL, model, cfg, class_names, end_iter, None, None, samples=end_sample)
-    summary.update(iterations=end_iter, train_seconds=time.time() - t0, history=history, checkpoint=str(out / FINAL))
+    summary.update(
+        iterations=end_iter,
+        train_seconds=time.time() - t0 - eval_seconds,
+        eval_seconds=eval_seconds,
+        evals=evals,
+        history=history,
+        checkpoint=str(out / FINAL),
+    )
     if du.is_main_process():
         save_json({k: v for k, v in summary.items()}, out / "train_log.json")
     du.barrier()

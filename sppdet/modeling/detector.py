@@ -31,6 +31,7 @@ from ..layers.spp import RoISpatialPyramidPool
 from .backbone import Backbone, build_backbone
 from .features import ImageBatch, assign_scales, collate_images, prepare_image
 from .head import SPPHead
+from .train_fast import backbone_forward
 
 
 class SPPDetector(nn.Module):
@@ -81,11 +82,12 @@ class SPPDetector(nn.Module):
         CPU inference (eval mode, autograd off) runs :func:`inference_backbone` on channels-last
         input: same numbers up to float rounding, 1.3-1.4x faster for ZF-5 and ResNet-50 on a
         2-core AVX2 CPU. The maps come out channels-last, which region SPP reads faster too.
+        CPU training runs a frozen prefix of the backbone the same way (:func:`backbone_forward`).
         """
         if is_cpu_inference(self, batch.images[0]) and not self.backbone.training:
             backbone = inference_backbone(self.backbone)
             return [backbone(x.contiguous(memory_format=torch.channels_last)) for x in batch.images]
-        return [self.backbone(x) for x in batch.images]
+        return [backbone_forward(self.backbone, x) for x in batch.images]
 
     def pool(
         self, features: List[torch.Tensor], factors: torch.Tensor, rois: torch.Tensor, target_size: float = 0

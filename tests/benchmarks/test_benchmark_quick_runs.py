@@ -16,7 +16,7 @@ def test_every_registered_benchmark_resolves_to_a_function():
     for name in BENCHMARKS:
         assert callable(get_benchmark(name)), name
     assert {"spp", "proposals", "rcnn-vs-spp", "vs-torchvision", "memory"} <= set(BENCHMARKS)
-    with pytest.raises(SppdetError, match=r"unknown benchmark 'nope' \(known: memory, proposals, rcnn-vs-spp"):
+    with pytest.raises(SppdetError, match=r"unknown benchmark 'nope' \(known: compress, memory, proposals, rcnn-vs-spp"):
         get_benchmark("nope")
 
 

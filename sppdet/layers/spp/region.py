@@ -10,8 +10,9 @@ from torch import Tensor, nn
 from .avg import roi_spp_avg
 from .common import check_levels, check_mode, pyramid_length
 from .max_rank import RoISPPMax
-from .max_roi_pool import roi_pool_bins_match, roi_spp_max_roi_pool
+from .max_roi_pool import roi_pool_bins_match
 from .max_tables import roi_spp_max
+from .max_train import roi_spp_max_train
 from .projection import project_rois
 
 
@@ -71,7 +72,7 @@ def roi_spp(
         return roi_spp_avg(features, batch, cells, levels)
     if torch.is_grad_enabled() and features.requires_grad:
         if roi_pool_bins_match(cells, levels, features.dtype):
-            return roi_spp_max_roi_pool(features, batch, cells, levels)
+            return roi_spp_max_train(features, batch, cells, levels)
         return RoISPPMax.apply(features, batch, cells, levels)
     return roi_spp_max(features, batch, cells, levels)
 
