@@ -135,7 +135,7 @@ def run_rcnn_vs_spp(args: Any) -> Dict[str, Any]:
     with torch.inference_mode():
         timings = bench.time(repeat)
         flops = bench.flops()
-    result = {
+    result: Dict[str, Any] = {
         "setup": {
             **bench.setup(),
             "device": str(device),

@@ -34,7 +34,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "coco_resnet50.yaml"
 
 #: Full setting and the ``quick`` one (unit tests: every code path, seconds). SVD ranks keep
 #: Fast R-CNN's proportions (fc6 1/4, fc7 1/16 of the 1024-d layers).
-SETTINGS = {
+SETTINGS: Dict[str, Dict[str, Any]] = {
     "full": dict(
         backbone="resnet50",
         proposals=2000,
