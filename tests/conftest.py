@@ -38,3 +38,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def bccd_root(shared_data) -> Path:
+    """The real BCCD VOC folder in ../shared/data (dataset and classifier tests)."""
+    return shared_data("bccd", "VOC")
+
+
+@pytest.fixture
+def coco_mini(shared_data) -> Path:
+    """The real coco-mini folder in ../shared/data (tests/evaluation has its own, other fixture)."""
+    return shared_data("coco-mini")
