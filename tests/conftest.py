@@ -50,3 +50,22 @@ def bccd_root(shared_data) -> Path:
 def coco_mini(shared_data) -> Path:
     """The real coco-mini folder in ../shared/data (tests/evaluation has its own, other fixture)."""
     return shared_data("coco-mini")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A tiny detector trained for 2 iterations on a generated sample set (one thread), shared by
+    the API, detect and video tests: they check plumbing and equalities, not accuracy."""
+    import torch
+    from reliability_kit import make_sample, tiny_config
+
+    from sppdet.config import config_from_dict
+    from sppdet.engine.train import train
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    base = tmp_path_factory.mktemp("tiny_model")
+    voc = make_sample(base / "sample", num_train=4, num_test=1)
+    train(config_from_dict(tiny_config(voc, base / "model", **{"train.max_iter": 2})), str(base / "model"))
+    torch.set_num_threads(n)
+    return base / "model" / "model_final.pth"

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from reliability_kit import REPO_ROOT, child_env, make_sample, run_in_process, tiny_config
+from reliability_kit import REPO_ROOT, child_env, run_in_process
 
 from sppdet.errors import ConfigError, SppdetError
 from sppdet.proposals.io import load_proposals
@@ -21,17 +21,8 @@ ALL_BOXES = "proposals.max_per_image=5000"
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    from sppdet.config import config_from_dict
-    from sppdet.engine.train import train
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    base = tmp_path_factory.mktemp("api")
-    voc = make_sample(base / "sample", num_train=4, num_test=1)
-    train(config_from_dict(tiny_config(voc, base / "model", **{"train.max_iter": 2})), str(base / "model"))
-    yield base / "model" / "model_final.pth"
-    torch.set_num_threads(n)
+def model(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

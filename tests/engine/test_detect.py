@@ -9,8 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
-from reliability_kit import make_sample, run_in_process, tiny_config  # tests/ (on sys.path via conftest.py)
+from reliability_kit import run_in_process  # tests/ (on sys.path via conftest.py)
 
 from sppdet.data.dataset import DetectionDataset, ImageRecord
 from sppdet.evaluation.detections import (
@@ -99,17 +98,8 @@ def test_writer_resumes_from_a_torn_journal_and_from_a_finished_file(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    from sppdet.config import config_from_dict
-    from sppdet.engine.train import train
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    base = tmp_path_factory.mktemp("detect")
-    voc = make_sample(base / "sample", num_train=4, num_test=1)
-    train(config_from_dict(tiny_config(voc, base / "model", **{"train.max_iter": 2})), str(base / "model"))
-    yield base / "model" / "model_final.pth"
-    torch.set_num_threads(n)
+def model(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 def test_folder_of_50_images_streams_results(model, tmp_path, capsys, monkeypatch):

@@ -7,24 +7,14 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
-from reliability_kit import make_sample, run_in_process, tiny_config
+from reliability_kit import run_in_process
 
 FPS, FRAMES, W, H = 10.0, 25, 96, 64
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    from sppdet.config import config_from_dict
-    from sppdet.engine.train import train
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    base = tmp_path_factory.mktemp("video")
-    voc = make_sample(base / "sample", num_train=4, num_test=1)
-    train(config_from_dict(tiny_config(voc, base / "model", **{"train.max_iter": 2})), str(base / "model"))
-    yield base / "model" / "model_final.pth"
-    torch.set_num_threads(n)
+def model(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
