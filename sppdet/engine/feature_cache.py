@@ -431,6 +431,11 @@ def _shard_record(folder: Path, job: _Job) -> Optional[Dict]:
             return None
     except Exception:  # any unreadable/partial file just means "recompute this shard"
         return None
+    return _complete_record(rec, job, npz)
+
+
+def _complete_record(rec: Dict, job: _Job, npz: Path) -> Dict:
+    """A shard's index record: ``rec`` (its .npy facts) plus the job's identity and the .npz's size and hash."""
     rec.update(
         name=job.name,
         image_id=job.image_id,
@@ -468,15 +473,7 @@ def _write_shard(
     )
     with atomic_write(npz, "wb") as f:
         np.savez(f, **arrays)
-    rec.update(
-        name=job.name,
-        image_id=job.image_id,
-        flip=job.flip,
-        key=job.key,
-        npz_bytes=os.path.getsize(npz),
-        npz_sha1=file_sha1(npz),
-    )
-    return rec
+    return _complete_record(rec, job, npz)
 
 
 @torch.no_grad()

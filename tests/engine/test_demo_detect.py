@@ -36,26 +36,28 @@ def _run(args, cwd, timeout=600):
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def _demo_args(data: Path, out: Path) -> list:
+    """tools/demo.py on a small sample set (8 train, 4 test images) with the tiny overrides."""
+    return [
+        str(REPO_ROOT / "tools" / "demo.py"),
+        "--config",
+        str(REPO_ROOT / "configs" / "sample_tiny.yaml"),
+        "--data",
+        str(data),
+        "--num-train",
+        "8",
+        "--num-test",
+        "4",
+        f"output_dir={out}",
+        *TINY,
+    ]
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
     out = tmp / "out"
-    r = _run(
-        [
-            str(REPO_ROOT / "tools" / "demo.py"),
-            "--config",
-            str(REPO_ROOT / "configs" / "sample_tiny.yaml"),
-            "--data",
-            str(tmp / "sample"),
-            "--num-train",
-            "8",
-            "--num-test",
-            "4",
-            f"output_dir={out}",
-            *TINY,
-        ],
-        cwd=tmp,
-    )
+    r = _run(_demo_args(tmp / "sample", out), cwd=tmp)
     assert r.returncode == 0, r.stderr[-2000:]
     return tmp, out, r
 
@@ -103,20 +105,7 @@ def test_demo_sets_aside_a_run_of_another_model(demo_run, tmp_path):
     tmp, out, _ = demo_run
     mine = tmp_path / "out"
     shutil.copytree(out, mine)
-    args = [
-        str(REPO_ROOT / "tools" / "demo.py"),
-        "--config",
-        str(REPO_ROOT / "configs" / "sample_tiny.yaml"),
-        "--data",
-        str(tmp / "sample"),
-        "--num-train",
-        "8",
-        "--num-test",
-        "4",
-        f"output_dir={mine}",
-        *TINY,
-    ]
-    r = _run([*args, "model.fc_dims=[32, 32]"], cwd=tmp)
+    r = _run([*_demo_args(tmp / "sample", mine), "model.fc_dims=[32, 32]"], cwd=tmp)
     assert r.returncode == 0, r.stderr[-2000:]
     aside = list(tmp_path.glob("out.old-*"))
     assert len(aside) == 1 and (aside[0] / "model_final.pth").is_file()
