@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict
 
+from ..utils.memory import proc_status_kb, reset_peak_rss
+
 ROOT = Path(__file__).resolve().parents[2]
 
 SPECS = {
@@ -58,28 +60,6 @@ SPECS = {
 }
 
 
-def _status_kb(field: str) -> int:
-    """A ``kB`` field of ``/proc/self/status`` (0 where there is no procfs)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _reset_peak() -> bool:
-    """Reset ``VmHWM`` to the current RSS (Linux >= 4.0); False where not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _max_rss_kb() -> int:
     import resource
 
@@ -95,7 +75,7 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
     from ..engine.infer import Predictor
     from ..modeling.detector import build_detector
 
-    after_import = _status_kb("VmRSS")
+    after_import = proc_status_kb("VmRSS")
     cfg_path = ROOT / spec["config"] if spec["config"] else None
     cfg = load_config(cfg_path, spec["overrides"])
     torch.manual_seed(0)
@@ -107,11 +87,11 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
     wh = rng.uniform(0.05 * n, n, (spec["proposals"], 2))
     xy = rng.uniform(0, 1, (spec["proposals"], 2)) * (n - wh)
     proposals = np.concatenate([xy, xy + wh], 1).astype(np.float32)
-    before = _status_kb("VmRSS")
-    reset = _reset_peak()
+    before = proc_status_kb("VmRSS")
+    reset = reset_peak_rss()
     predictor.predict(image, proposals)
-    peak_total = max(_max_rss_kb(), _status_kb("VmHWM"))
-    detect_peak = _status_kb("VmHWM") if reset else peak_total
+    peak_total = max(_max_rss_kb(), proc_status_kb("VmHWM"))
+    detect_peak = proc_status_kb("VmHWM") if reset else peak_total
     mb = 1.0 / 1024
     return {
         "backbone": cfg.model.backbone,

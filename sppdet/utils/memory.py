@@ -1,4 +1,4 @@
-"""Memory helpers: large CPU buffers advised as transparent huge pages."""
+"""Memory helpers: large CPU buffers advised as transparent huge pages; this process's RSS figures."""
 
 from __future__ import annotations
 
@@ -39,3 +39,25 @@ def new_buffer(like: Tensor, shape: Tuple[int, ...]) -> Tensor:
     if stop > start:
         _madvise(start, stop - start, _MADV_HUGEPAGE)  # failure is harmless
     return t
+
+
+def proc_status_kb(field: str) -> int:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``, ``VmSize``...); 0 where there is no procfs."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def reset_peak_rss() -> bool:
+    """Reset ``VmHWM`` to the current RSS (Linux >= 4.0: ``5 > /proc/self/clear_refs``); False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False

@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sppdet.errors import SppdetError
+from sppdet.utils.memory import proc_status_kb, reset_peak_rss
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 TIERS = [pytest.param("fast", id="fast"), pytest.param("long", id="long", marks=pytest.mark.slow)]
@@ -80,26 +81,6 @@ class Hang(BaseException):
     """A reader call ran past :data:`CALL_TIMEOUT_S` (BaseException: no reader may swallow it)."""
 
 
-def _status(field: str) -> int:
-    """A size from /proc/self/status in bytes (0 where there is no /proc)."""
-    try:
-        with open("/proc/self/status") as f:
-            m = re.search(rf"{field}:\s+(\d+) kB", f.read())
-    except OSError:
-        return 0
-    return int(m.group(1)) * 1024 if m else 0
-
-
-def _reset_peak_rss() -> bool:
-    """Reset VmHWM (Linux: ``5 > /proc/self/clear_refs``); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
 def _guards():
     def on_alarm(signum, frame):
@@ -110,7 +91,7 @@ def _guards():
     old_limit = resource.getrlimit(resource.RLIMIT_AS)
     signal.setitimer(signal.ITIMER_PROF, CALL_TIMEOUT_S)
     try:
-        mapped = _status("VmSize")
+        mapped = proc_status_kb("VmSize") * 1024
         if mapped:  # Linux; elsewhere the peak-RSS check is skipped too
             resource.setrlimit(resource.RLIMIT_AS, (mapped + MEMORY_HEADROOM, old_limit[1]))
         yield
@@ -127,8 +108,8 @@ def expect_clean(call: Callable[[], Any], names: Sequence[str]) -> Optional[Any]
     :data:`MEMORY_GROWTH`) fails the test. A reader that asks for more than the address-space
     limit and turns the MemoryError into a clear SppdetError has refused the file: that passes.
     """
-    measured = _reset_peak_rss()
-    rss_before = _status("VmRSS")
+    measured = reset_peak_rss()
+    rss_before = proc_status_kb("VmRSS") * 1024
     try:
         with _guards(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -141,7 +122,7 @@ def expect_clean(call: Callable[[], Any], names: Sequence[str]) -> Optional[Any]
                 return None
     finally:
         if measured:
-            grew = _status("VmHWM") - rss_before
+            grew = proc_status_kb("VmHWM") * 1024 - rss_before
             assert grew < MEMORY_GROWTH, f"peak RSS grew by {grew / 2**20:.0f} MiB reading one small file"
 
 
