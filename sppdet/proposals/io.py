@@ -335,7 +335,10 @@ def _from_pickle(path: Path, obj: Any, kind: str, dataset) -> RawProposals:
     if kind == "detectron2-pkl":
         if "ids" not in obj or "boxes" not in obj:
             raise DataError(f"{path}: detectron2 proposal dict needs 'ids' and 'boxes'")
-        mode = int(np.asarray(obj.get("bbox_mode", 0)).reshape(-1)[0])
+        try:
+            mode = int(np.asarray(obj.get("bbox_mode", 0)).reshape(-1)[0])
+        except (TypeError, ValueError, OverflowError, IndexError):  # None, inf, nan, [], text
+            raise DataError(f"{path}: bbox_mode {obj.get('bbox_mode')!r} is not an integer box mode") from None
         if mode not in (0, 1):
             raise DataError(f"{path}: bbox_mode {mode} not supported (0 = XYXY_ABS, 1 = XYWH_ABS)")
         convert = _identity if mode == 0 else xywh_to_xyxy

@@ -218,6 +218,7 @@ def _regressions():
         ("000004.npy", npy.getvalue().replace(b"(5, 4)", b"[5, 4)")),  # unbalanced header
         ("d.pkl", _pickled({"boxes": None, "scores": [np.ones(5)] * 2, "indexes": [1, 2]})),
         ("d2.pkl", _pickled({"ids": IDS, "boxes": boxes, "bbox_mode": None})),
+        ("d2.pkl", _pickled({"ids": IDS, "boxes": boxes, "bbox_mode": float("inf")})),  # found in CI: OverflowError
         ("d2.pkl", _pickled({"ids": None, "boxes": boxes, "objectness_logits": None})),
         ("mm.pkl", _pickled([None, {"a": 1}])),
         ("p.json", json.dumps([{"image_id": [1], "bbox": [1, 2, 3, 4]}]).encode()),
