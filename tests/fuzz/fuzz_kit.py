@@ -7,8 +7,9 @@ alarm and an address-space limit so a runaway reader fails the test instead of t
 
 Tiers (see :data:`TIERS`): ``fast`` runs in the default suite (derandomized, a few dozen
 examples per reader, every reader together well under a minute on 2 cores); ``long`` is marked
-``slow`` and runs ``SPPDET_FUZZ_FACTOR`` (default 2) times as many random examples. For a
-deep run: ``SPPDET_FUZZ_FACTOR=100 pytest tests/fuzz -m slow``.
+``slow`` and runs ``SPPDET_FUZZ_FACTOR`` (default 2) times as many examples, derandomized too
+unless ``SPPDET_FUZZ_RANDOM=1`` (so CI is repeatable; a new finding must not fail an unrelated
+change). For a deep random run: ``SPPDET_FUZZ_RANDOM=1 SPPDET_FUZZ_FACTOR=100 pytest tests/fuzz -m slow``.
 """
 
 from __future__ import annotations
@@ -51,11 +52,12 @@ def shared(*parts: str) -> Path:
 
 
 def fuzz_settings(tier: str, examples: int) -> settings:
-    """Hypothesis settings of a tier: ``fast`` is derandomized (same examples on every run)."""
+    """Hypothesis settings of a tier: derandomized (same examples on every run) unless the
+    ``long`` tier runs with ``SPPDET_FUZZ_RANDOM=1``."""
     return settings(
         max_examples=examples if tier == "fast" else examples * LONG_FACTOR,
         deadline=None,  # timing under load is noise; hangs are caught by the alarm instead
-        derandomize=tier == "fast",
+        derandomize=tier == "fast" or os.environ.get("SPPDET_FUZZ_RANDOM", "") != "1",
         database=None,
         suppress_health_check=list(HealthCheck),
         print_blob=True,
