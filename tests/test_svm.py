@@ -94,6 +94,23 @@ def test_ridge_recovers_a_linear_map():
     assert np.abs(w3).max() < 1e-6 and np.allclose(b3, y.mean(0), atol=1e-4)
 
 
+def test_gram_upper_matches_matmul():
+    from sppdet.svm import gram_upper
+
+    g = torch.Generator().manual_seed(0)
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
+        x = torch.randn(37, 19, generator=g, dtype=dtype)
+        for inp in (x, x.T.contiguous().T, x[::2]):  # contiguous, column-major, strided rows
+            ref = (inp.double().T @ inp.double()).numpy()
+            got = gram_upper(inp).numpy()
+            iu = np.triu_indices(19)
+            assert got.dtype == np.float64
+            assert np.allclose(got[iu], ref[iu], rtol=tol, atol=tol)
+    # other dtypes take the matmul path and give the full product
+    h = torch.randn(8, 5, generator=g).bfloat16()
+    assert torch.allclose(gram_upper(h), (h.T @ h).double())
+
+
 def test_paper_scorer_from_state():
     from sppdet.modeling.head import SPPHead
 
