@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from . import max_numba
 from .avg import roi_spp_avg
 from .common import check_levels, check_mode, pyramid_length
 from .max_rank import RoISPPMax
@@ -71,9 +72,13 @@ def roi_spp(
     if mode == "avg":
         return roi_spp_avg(features, batch, cells, levels)
     if torch.is_grad_enabled() and features.requires_grad:
+        if max_numba.applies(features):
+            return max_numba.RoISPPMaxNumba.apply(features, batch, cells, levels)
         if roi_pool_bins_match(cells, levels, features.dtype):
             return roi_spp_max_train(features, batch, cells, levels)
         return RoISPPMax.apply(features, batch, cells, levels)
+    if max_numba.applies(features):
+        return max_numba.roi_spp_max_numba(features, batch, cells, levels)
     return roi_spp_max(features, batch, cells, levels)
 
 
