@@ -51,11 +51,12 @@ try:
     import numba
     from numba import prange
 except ImportError:  # the torch paths take over
-    numba = None
-    prange = range
+    numba = None  # type: ignore[assignment]
+    prange = range  # type: ignore[assignment,misc]
 
-#: Whether the numba kernels are used (tests switch it off to run the torch paths).
-HAVE_NUMBA = numba is not None
+#: Whether the numba kernels are used: numba importable and the environment variable
+#: ``SPPDET_NUMBA`` not ``0`` (tests switch it off to run the torch paths).
+HAVE_NUMBA = numba is not None and os.environ.get("SPPDET_NUMBA", "1") != "0"
 #: The process that imported this module. A child forked from it (after OpenMP threads were
 #: started, by torch or by these kernels) hangs or aborts in an OpenMP parallel region, so
 #: forked children take the torch paths.
@@ -253,7 +254,7 @@ def _plan(levels: Tuple[int, ...], C: int) -> Tuple[np.ndarray, ...]:
     plan = level_sources(levels)
     order = list(plan)
     sizes = np.array(order, np.int64)
-    sources = np.array([-1 if plan[n] is None else order.index(plan[n]) for n in order], np.int64)
+    sources = np.array([order.index(src) if src is not None else -1 for src in plan.values()], np.int64)
     offsets = np.cumsum([0] + [n * n for n in order[:-1]]).astype(np.int64)
     out_level = np.array([order.index(n) for n in levels], np.int64)
     out_col = np.cumsum([0] + [C * n * n for n in levels[:-1]]).astype(np.int64)
@@ -267,7 +268,7 @@ def _threads() -> None:
     numba's OpenMP layer shares the OpenMP runtime with torch, and starting its pool (first
     call) sets that runtime's thread count to all cores: torch's count is put back."""
     n = torch.get_num_threads()
-    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    numba.set_num_threads(max(1, min(n, getattr(numba.config, "NUMBA_NUM_THREADS"))))
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 
