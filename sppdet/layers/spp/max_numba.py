@@ -128,6 +128,9 @@ def _pool_window(x, b, x1, y1, x2, y2, sizes, sources, offsets, vals, arg, with_
                         for xx in range(xs + 1 if y == ys else xs, xe):
                             row = x[b, y, xx]
                             if with_arg:
+                                # Cells are visited in increasing order, so "the cell of the last
+                                # strict improvement" is a running max: plain stores, which
+                                # vectorise far better than a conditional store (masked).
                                 cell = np.int32(y * W + xx)
                                 for c in range(C):
                                     new, old = row[c], v[c]
@@ -153,7 +156,7 @@ def _pool_window(x, b, x1, y1, x2, y2, sizes, sources, offsets, vals, arg, with_
                         for dj in range(1 if di == 0 else 0, r):
                             q = (r * i + di) * s + r * j + dj
                             src = vals[so + q]
-                            if with_arg:
+                            if with_arg:  # q increases in this scan too
                                 q32 = np.int32(q)
                                 for c in range(C):
                                     new, old = src[c], v[c]
