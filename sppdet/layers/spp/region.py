@@ -40,8 +40,11 @@ def roi_spp(
 
     Each window is projected to inclusive cells with :func:`project_rois`; bin ``i`` of level
     ``n`` over ``w`` cells starting at ``x1'`` spans ``[x1' + floor(i*w/n), x1' + ceil((i+1)*w/n))``.
-    Max: 2-D sparse tables (4 gathers per bin, independent of the window size) for the levels
-    that divide no finer level, the others reduced from a finer grid. Avg: a float64 summed-area
+    Max on a CPU float32 map (numba installed): numba kernels that pool each window's finest
+    levels from the channels-last map and reduce the others from that grid
+    (:mod:`.max_numba`); elsewhere 2-D sparse tables (4 gathers per bin, independent of the
+    window size) for the levels that divide no finer level, the others reduced from a finer
+    grid. The values are the same on every path. Avg: a float64 summed-area
     table (4 lookups per bin). Differentiable w.r.t. ``features``. Without autograd (no grad
     mode, or ``features`` not requiring grad) RoIs are processed in cache-sized chunks written
     straight into the output: the same numbers, much less memory traffic.
