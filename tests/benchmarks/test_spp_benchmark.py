@@ -33,6 +33,11 @@ def test_spp_benchmark_tool_quick(tmp_path):
         fwd["spp_pyramid"]["median_ms"] / fwd["roi_pool_6x6"]["median_ms"], 3
     )
     assert "meets_target" not in r and "target_ratio" not in r  # goals live in docs/benchmarks.md
+    settings = {"256_windows_64x40x54", "bccd_2x64_windows_96x38x50"}
+    assert set(r["backward_ratio_spp_pyramid_vs_roi_pool_6x6"]) == settings
+    assert set(r["backward_ratio_spp_pyramid_torch_vs_roi_pool_6x6"]) == settings
+    assert r["ratio_spp_pyramid_torch_vs_roi_pool_6x6"] > 0
+    assert {"used", "threading_layer", "first_call_s"} <= set(r["numba"])
     assert r["environment"]["omp_wait_policy"]
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import sppdet.layers.spp as spp_mod
 import sppdet.layers.spp.common as spp_common
+import sppdet.layers.spp.max_numba as spp_numba
 import sppdet.layers.spp.max_roi_pool as spp_roi_pool
 import sppdet.layers.spp.region as spp_region
 from sppdet.layers import (
@@ -162,8 +163,9 @@ def test_roi_spp_matches_loop(mode, shape, levels, stride, offset):
     torch.testing.assert_close(grad_out.detach(), ref, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("mode", ["max", "avg"])
-def test_roi_spp_fast_and_autograd_paths_agree_on_realistic_map(monkeypatch, mode):
+@pytest.mark.parametrize("mode,numba", [("max", True), ("max", False), ("avg", False)])
+def test_roi_spp_fast_and_autograd_paths_agree_on_realistic_map(monkeypatch, mode, numba):
+    monkeypatch.setattr(spp_numba, "HAVE_NUMBA", numba and spp_numba.HAVE_NUMBA)
     torch.manual_seed(0)
     features = torch.randn(2, 8, 43, 58)
     rois = random_rois(150, 917, 688, num_images=2, seed=3)
@@ -226,9 +228,13 @@ def test_roi_spp_gradcheck(mode):
     assert torch.autograd.gradcheck(lambda f: roi_spp(f, rois, (3, 2, 1), 16, 0.0, mode), (features,))
 
 
-@pytest.fixture(params=["roi_pool", "rank_keys"])
+@pytest.fixture(params=["numba", "roi_pool", "rank_keys"])
 def max_grad_path(request, monkeypatch):
-    """Run a test on both differentiable max paths (torchvision roi_pool; rank keys)."""
+    """Run a test on every differentiable max path (numba kernels; torchvision roi_pool; rank keys)."""
+    if request.param == "numba" and not spp_numba.HAVE_NUMBA:
+        pytest.skip("numba is not installed")
+    if request.param != "numba":
+        monkeypatch.setattr(spp_numba, "HAVE_NUMBA", False)
     if request.param == "rank_keys":
         monkeypatch.setattr(spp_region, "roi_pool_bins_match", lambda *a: False)
     return request.param
@@ -243,8 +249,9 @@ def test_roi_pool_bins_match_hand_values():
     assert not spp_roi_pool.roi_pool_bins_match(wide, (6, 1), torch.float16)  # not checked: never used
 
 
-def test_roi_spp_level_roi_pool_would_bin_differently_uses_rank_keys():
+def test_roi_spp_level_roi_pool_would_bin_differently_uses_rank_keys(monkeypatch):
     """A window 57 cells wide at level 7: the differentiable path still matches the loop."""
+    monkeypatch.setattr(spp_numba, "HAVE_NUMBA", False)  # the torch paths (numba bins exactly)
     values = torch.randperm(2 * 60 * 8, generator=torch.Generator().manual_seed(1)).float().view(1, 2, 8, 60)
     rois = torch.tensor([[0, 0.0, 0.0, 460.0, 64.0], [0, 0.0, 8.0, 100.0, 40.0]])
     cells = spp_mod.project_rois(rois, 8, 0.0, 8, 60)

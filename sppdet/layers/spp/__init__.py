@@ -6,8 +6,9 @@ One file per part:
 * :mod:`.image` -- image-level SPP (:func:`spatial_pyramid_pool`, :class:`SpatialPyramidPool`).
 * :mod:`.projection` -- windows in image pixels -> feature cells (:func:`project_rois`).
 * :mod:`.region` -- region SPP (:func:`roi_spp`, :class:`RoISpatialPyramidPool`), which picks
-  a backend: :mod:`.max_tables` (no autograd), :mod:`.max_roi_pool` and :mod:`.max_rank`
-  (differentiable max), :mod:`.avg` (average).
+  a backend: :mod:`.max_numba` (max on CPU float32 maps, with and without autograd),
+  :mod:`.max_tables` (no autograd), :mod:`.max_train`, :mod:`.max_roi_pool` and
+  :mod:`.max_rank` (differentiable max), :mod:`.avg` (average).
 
 Shape shorthand
 ---------------

@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from . import max_numba
 from .avg import roi_spp_avg
 from .common import check_levels, check_mode, pyramid_length
 from .max_rank import RoISPPMax
@@ -39,8 +40,11 @@ def roi_spp(
 
     Each window is projected to inclusive cells with :func:`project_rois`; bin ``i`` of level
     ``n`` over ``w`` cells starting at ``x1'`` spans ``[x1' + floor(i*w/n), x1' + ceil((i+1)*w/n))``.
-    Max: 2-D sparse tables (4 gathers per bin, independent of the window size) for the levels
-    that divide no finer level, the others reduced from a finer grid. Avg: a float64 summed-area
+    Max on a CPU float32 map (numba installed): numba kernels that pool each window's finest
+    levels from the channels-last map and reduce the others from that grid
+    (:mod:`.max_numba`); elsewhere 2-D sparse tables (4 gathers per bin, independent of the
+    window size) for the levels that divide no finer level, the others reduced from a finer
+    grid. The values are the same on every path. Avg: a float64 summed-area
     table (4 lookups per bin). Differentiable w.r.t. ``features``. Without autograd (no grad
     mode, or ``features`` not requiring grad) RoIs are processed in cache-sized chunks written
     straight into the output: the same numbers, much less memory traffic.
@@ -71,9 +75,13 @@ def roi_spp(
     if mode == "avg":
         return roi_spp_avg(features, batch, cells, levels)
     if torch.is_grad_enabled() and features.requires_grad:
+        if max_numba.applies(features):
+            return max_numba.RoISPPMaxNumba.apply(features, batch, cells, levels)
         if roi_pool_bins_match(cells, levels, features.dtype):
             return roi_spp_max_train(features, batch, cells, levels)
         return RoISPPMax.apply(features, batch, cells, levels)
+    if max_numba.applies(features):
+        return max_numba.roi_spp_max_numba(features, batch, cells, levels)
     return roi_spp_max(features, batch, cells, levels)
 
 
