@@ -121,7 +121,7 @@ def load_model_from_checkpoint(
     cfg = checkpoint_config(state, overrides, source=f"{path} + overrides")
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=""))  # trained weights replace any init
     try:
-        model = build_detector(cfg, len(state["class_names"]))
+        model = build_detector(cfg, len(state["class_names"]), weights_follow=True)
     except (ConfigError, ValueError, RuntimeError) as e:
         # A value checked only when the model is built (or not at all: a negative fc size reaches
         # torch): the config comes from the file, so say so.

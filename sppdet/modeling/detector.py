@@ -167,9 +167,10 @@ def inference_backbone(backbone: nn.Module) -> nn.Module:
     return fast
 
 
-def build_detector(cfg, num_classes: int) -> SPPDetector:
-    """Build the detector from a :class:`sppdet.config.Config`."""
-    backbone = build_backbone(cfg.model)
+def build_detector(cfg, num_classes: int, weights_follow: bool = False) -> SPPDetector:
+    """Build the detector from a :class:`sppdet.config.Config` (``weights_follow``: a checkpoint's
+    weights are loaded next; see :func:`build_backbone`)."""
+    backbone = build_backbone(cfg.model, weights_follow)
     model = SPPDetector(
         backbone,
         num_classes,

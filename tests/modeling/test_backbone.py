@@ -234,6 +234,17 @@ def test_within_channel_lrn_formula():
 # weights
 
 
+def test_random_frozen_bn_warning_only_without_trained_weights(caplog):
+    cfg = ModelConfig(backbone="resnet18", weights="", frozen_bn=True)
+    with caplog.at_level(logging.WARNING, logger="sppdet.backbone"):
+        build_backbone(cfg)
+    assert any("frozen_bn is true with random weights" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sppdet.backbone"):
+        build_backbone(cfg, weights_follow=True)  # a checkpoint's weights come next
+    assert not caplog.records
+
+
 def test_real_mobilenet_weights_load(caplog, shared_data):
     path = shared_data(*MOBILENET_FILE)
     with caplog.at_level(logging.WARNING, logger="sppdet.backbone"):

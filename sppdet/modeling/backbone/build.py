@@ -29,16 +29,17 @@ BACKBONES: Dict[str, Callable[[ModelConfig], Backbone]] = {
 }
 
 
-def build_backbone(cfg: ModelConfig) -> Backbone:
+def build_backbone(cfg: ModelConfig, weights_follow: bool = False) -> Backbone:
     """Build, load weights into and freeze the backbone described by ``cfg`` (a ModelConfig; its
-    values were checked when it was made, see :mod:`sppdet.config`)."""
+    values were checked when it was made, see :mod:`sppdet.config`). ``weights_follow``: trained
+    weights (a checkpoint) are loaded next, so random initial weights are not worth a warning."""
     backbone = BACKBONES[cfg.backbone](cfg)
     backbone.normalization = cfg.normalization
     if cfg.weights:
         source = load_weights(backbone, cfg.weights)
         if not isinstance(source, Path):
             check_enum_normalization(source, cfg.normalization)
-    elif cfg.frozen_bn and any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules()):
+    elif cfg.frozen_bn and not weights_follow and any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules()):
         log.warning(
             "model.frozen_bn is true with random weights (model.weights: ''): the %s backbone's "
             "batch-norms stay identity; set model.frozen_bn: false to train them",
