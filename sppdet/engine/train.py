@@ -40,7 +40,8 @@ from ..config import Config, config_to_dict, save_config
 from ..data.build import build_dataset
 from ..errors import SppdetError
 from ..evaluation import evaluate
-from ..fileio import make_output_dir, save_json
+from ..evaluation.report import plot_map_curve
+from ..fileio import atomic_write, make_output_dir, save_json
 from ..modeling.detector import build_detector
 from ..modeling.loss import FastRCNNLoss
 from ..proposals.build import get_proposals
@@ -225,6 +226,9 @@ def train(cfg: Config, output_dir: Optional[str] = None, resume: bool = False) -
     )
     if du.is_main_process():
         save_json({k: v for k, v in summary.items()}, out / "train_log.json")
+        if evals:
+            with atomic_write(out / "map_curve.png", "wb") as f:
+                f.write(plot_map_curve(evals, f"{cfg.name}: val mAP ({cfg.test.metric}) during training"))
     du.barrier()
     return summary
 

@@ -116,6 +116,32 @@ def plot_pr_curve(name: str, recall, precision, ap: Optional[float] = None) -> b
     return buf.getvalue()
 
 
+def plot_map_curve(evals: List[Dict], title: str = "") -> bytes:
+    """PNG bytes of validation mAP against training wall time (seconds, evaluation excluded):
+    ``evals`` rows ``{"iter", "train_seconds", "mAP"}`` as training's ``train.eval_period`` logs them."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.4), dpi=90)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    xs = [float(e["train_seconds"]) for e in evals]
+    ys = [float(e["mAP"]) for e in evals]
+    ax.plot(xs, ys, marker="o", ms=3, lw=1.5)
+    for e, x, y in zip(evals, xs, ys):
+        if e is evals[-1] or e is evals[0]:
+            ax.annotate(f"it {e['iter']}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.set_xlabel("training wall time (s)")
+    ax.set_ylabel("val mAP")
+    ax.set_ylim(0, 1.0)
+    ax.set_title(title or "validation mAP during training", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
 def _safe_names(names: List[str]) -> List[str]:
     out, seen = [], set()
     for n in names:

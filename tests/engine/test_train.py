@@ -278,3 +278,16 @@ def test_amp_on_cuda_trains(sample_root, tmp_path, amp):
     )
     losses = [h["loss"] for h in s["history"]]
     assert all(torch.isfinite(torch.tensor(losses))) and sum(losses[-5:]) < sum(losses[:5])
+
+
+@pytest.mark.slow  # two evaluations of 4 images during a 12-iteration run
+def test_eval_period_logs_the_map_curve(sample_root, tmp_path):
+    import json
+
+    s = train(tiny_cfg(sample_root, tmp_path, **{"train.eval_period": 4}), str(tmp_path))
+    evals = s["evals"]
+    assert [e["iter"] for e in evals] == [4, 8]  # every 4 iterations before the last
+    assert 0 < evals[0]["train_seconds"] < evals[1]["train_seconds"] <= s["train_seconds"]
+    assert all(0.0 <= e["mAP"] <= 1.0 for e in evals) and s["eval_seconds"] > 0
+    assert json.loads((tmp_path / "train_log.json").read_text())["evals"] == evals
+    assert (tmp_path / "map_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
