@@ -10,7 +10,9 @@ channels-last weights, and the trainable rest on its channels-last
 output. In the trainable rest each conv followed by a frozen (eval-mode) batch-norm runs as one
 conv with the batch-norm folded into its weights inside autograd
 (:func:`~sppdet.modeling.trainable_fold.fold_trainable`), so the separate batch-norm pass,
-forward and backward, is gone. The numbers match the plain forward up to float rounding;
+forward and backward, is gone; there and in the prefix 1x1 convs run as matrix products on the
+channels-last pixels, and the trainable ReLU6s out of place (docs/benchmarks.md, "End-to-end
+training step"). The numbers match the plain forward up to float rounding;
 gradients are those of the plain forward (nothing before the first trainable layer needs one).
 """
 
