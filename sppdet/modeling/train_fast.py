@@ -7,8 +7,13 @@ still runs them with autograd bookkeeping, unfolded batch-norms and in the defau
 :func:`backbone_forward` runs the longest frozen prefix of the backbone's layer chain under
 ``torch.no_grad`` with each batch-norm folded into the conv before it (``torch.fx`` ``fuse``) and
 channels-last weights, and the trainable rest on its channels-last
-output. The numbers match the plain forward up to float rounding; gradients are those of the
-plain forward (nothing before the first trainable layer needs one).
+output. In the trainable rest each conv followed by a frozen (eval-mode) batch-norm runs as one
+conv with the batch-norm folded into its weights inside autograd
+(:func:`~sppdet.modeling.trainable_fold.fold_trainable`), so the separate batch-norm pass,
+forward and backward, is gone; there and in the prefix 1x1 convs run as matrix products on the
+channels-last pixels, and the trainable ReLU6s out of place (docs/benchmarks.md, "End-to-end
+training step"). The numbers match the plain forward up to float rounding;
+gradients are those of the plain forward (nothing before the first trainable layer needs one).
 """
 
 from __future__ import annotations
@@ -21,9 +26,12 @@ import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
+from .trainable_fold import fold_trainable
+
 _STOCHASTIC = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.Dropout)
 
-#: backbone -> (split key, frozen prefix, trainable rest, prefix weights key, folded prefix)
+#: backbone -> (split key, frozen prefix, trainable rest, prefix weights key, folded prefix,
+#: trainable rest with its frozen batch-norms folded)
 _SPLITS: "weakref.WeakKeyDictionary[nn.Module, Tuple[Any, ...]]" = weakref.WeakKeyDictionary()
 
 
@@ -60,8 +68,9 @@ def split_frozen_prefix(backbone: nn.Module) -> Tuple[nn.Sequential, List[nn.Mod
     return nn.Sequential(*chain[:n]), chain[n:]
 
 
-def backbone_forward(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``backbone(x)`` for training: the frozen prefix folded, without autograd, channels-last.
+def backbone_forward(backbone: nn.Module, x: torch.Tensor, fold_bn: bool = True) -> torch.Tensor:
+    """``backbone(x)`` for training: the frozen prefix folded, without autograd, channels-last;
+    with ``fold_bn`` the trainable layers' frozen batch-norms folded into their convs.
 
     Falls back to ``backbone(x)`` when the backbone is not a layer chain, nothing is frozen,
     autograd is off, or the input is not on the CPU (the folding is a CPU/oneDNN win)."""
@@ -74,17 +83,17 @@ def backbone_forward(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
     hit = _SPLITS.get(backbone)
     if hit is None or hit[0] != split_key:
         prefix, rest = split_frozen_prefix(backbone)
-        hit = (split_key, prefix, rest, None, None)
-    _, prefix, rest, fold_key, fast = hit
+        hit = (split_key, prefix, rest, None, None, [fold_trainable(layer) for layer in rest])
+    _, prefix, rest, fold_key, fast, rest_folded = hit
     if len(prefix) == 0 or not rest:
         return backbone(x)
     key = _weights_key(prefix)
     if fast is None or fold_key != key:
         fast = fold_prefix(prefix)
-    _SPLITS[backbone] = (split_key, prefix, rest, key, fast)
+    _SPLITS[backbone] = (split_key, prefix, rest, key, fast, rest_folded)
     with torch.no_grad():
         y = fast(x.contiguous(memory_format=torch.channels_last))
-    for layer in rest:
+    for layer in rest_folded if fold_bn else rest:
         y = layer(y)
     return y
 
@@ -102,4 +111,6 @@ def fold_prefix(prefix: nn.Sequential) -> nn.Module:
             folded = fuse(frozen)
         except Exception:  # a layer torch.fx cannot trace: channels-last only
             folded = frozen
-        return folded.to(memory_format=torch.channels_last)
+        # 1x1 convs as matrix products on channels-last pixels (PyTorch's single-thread path for
+        # them is its slow im2col one, with layout copies)
+        return fold_trainable(folded.to(memory_format=torch.channels_last), out_of_place=False)
