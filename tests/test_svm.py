@@ -89,6 +89,13 @@ def test_ridge_recovers_a_linear_map():
         acc.add(torch.from_numpy(x[i : i + 128]).float(), torch.from_numpy(y[i : i + 128]).float())
     w2, b2 = acc.solve(1e-6)
     assert np.allclose(w2.numpy(), w_true, atol=1e-3) and np.allclose(b2.numpy(), b_true, atol=1e-2)
+    # buffering rows before each X^T X (any gram_rows) gives the same sums
+    for rows in (1, 200, 10_000):
+        buf = RidgeAccumulator(12, 4, gram_rows=rows)
+        for i in range(0, 600, 128):
+            buf.add(torch.from_numpy(x[i : i + 128]), torch.from_numpy(y[i : i + 128]))
+        w4, b4 = buf.solve(1e-6)
+        assert np.allclose(w4.numpy(), w, atol=1e-8) and np.allclose(b4.numpy(), b, atol=1e-8)
     # a huge lambda shrinks W to 0 and leaves the (unregularised) bias at the mean target
     w3, b3 = fit_ridge(x, y, lam=1e12)
     assert np.abs(w3).max() < 1e-6 and np.allclose(b3, y.mean(0), atol=1e-4)
