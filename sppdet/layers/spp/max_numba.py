@@ -103,6 +103,21 @@ def threading_layer() -> str:
 # column ``out_col[p]``, laid out ``(C, n, n)``; ``repeat[p]`` = 1 where that level came earlier.
 
 
+def _max_into(v, a, row, cell, C, with_arg, zero):  # pragma: no cover (numba)
+    """``v = max(v, row)`` per channel; with ``with_arg``, ``a`` keeps the cell of each maximum.
+
+    Cells are visited in increasing order, so "the cell of the last strict improvement" is a
+    running max: plain stores, which vectorise far better than a conditional store (masked)."""
+    if with_arg:
+        for c in range(C):
+            new, old = row[c], v[c]
+            a[c] = max(a[c], cell if new > old else zero)
+            v[c] = np.maximum(new, old)
+    else:
+        for c in range(C):
+            v[c] = np.maximum(row[c], v[c])
+
+
 def _pool_window(x, b, x1, y1, x2, y2, sizes, sources, offsets, vals, arg, with_arg):  # pragma: no cover (numba)
     """Fill ``vals (bins, C)`` (and ``arg``, when ``with_arg``) for one window."""
     W, C = x.shape[2], x.shape[3]
@@ -126,19 +141,7 @@ def _pool_window(x, b, x1, y1, x2, y2, sizes, sources, offsets, vals, arg, with_
                             a[c] = cell0
                     for y in range(ys, ye):
                         for xx in range(xs + 1 if y == ys else xs, xe):
-                            row = x[b, y, xx]
-                            if with_arg:
-                                # Cells are visited in increasing order, so "the cell of the last
-                                # strict improvement" is a running max: plain stores, which
-                                # vectorise far better than a conditional store (masked).
-                                cell = np.int32(y * W + xx)
-                                for c in range(C):
-                                    new, old = row[c], v[c]
-                                    a[c] = max(a[c], cell if new > old else zero)
-                                    v[c] = np.maximum(new, old)
-                            else:
-                                for c in range(C):
-                                    v[c] = np.maximum(row[c], v[c])
+                            _max_into(v, a, x[b, y, xx], np.int32(y * W + xx), C, with_arg, zero)
         else:
             s, so = sizes[sources[u]], offsets[sources[u]]
             r = s // n
@@ -155,16 +158,7 @@ def _pool_window(x, b, x1, y1, x2, y2, sizes, sources, offsets, vals, arg, with_
                     for di in range(r):
                         for dj in range(1 if di == 0 else 0, r):
                             q = (r * i + di) * s + r * j + dj
-                            src = vals[so + q]
-                            if with_arg:  # q increases in this scan too
-                                q32 = np.int32(q)
-                                for c in range(C):
-                                    new, old = src[c], v[c]
-                                    a[c] = max(a[c], q32 if new > old else zero)
-                                    v[c] = np.maximum(new, old)
-                            else:
-                                for c in range(C):
-                                    v[c] = np.maximum(src[c], v[c])
+                            _max_into(v, a, vals[so + q], np.int32(q), C, with_arg, zero)  # q increases too
 
 
 def _write_out(vals, C, out_row, sizes, offsets, out_level, out_col):  # pragma: no cover (numba)
@@ -241,6 +235,7 @@ def _backward_kernel(
                             plane[a[q, c]] += tc[q]
 
 
+_max_into = numba.njit(inline="always")(_max_into) if numba is not None else _max_into
 _pool_window = numba.njit(inline="always")(_pool_window) if numba is not None else _pool_window
 _write_out = numba.njit(inline="always")(_write_out) if numba is not None else _write_out
 _forward = _jit(_forward_kernel)
