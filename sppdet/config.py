@@ -245,6 +245,19 @@ class PaperConfig:
     finetune_iters: int = _f(2000, 0)
     finetune_lr: float = _f(1e-4, 0.0, lo_open=True)
     finetune_lr_steps: List[int] = _f([1500], 0)
+    #: Linear warm-up of the fine-tuning lr from ``train.warmup_factor`` over this many iterations
+    #: (0 = none): fc layers that start from random init take the first steps at full lr badly.
+    finetune_warmup_iters: int = _f(0, 0)
+    #: "step" (x ``train.lr_gamma`` at each of ``finetune_lr_steps``) or "cosine" (to 0 at
+    #: ``finetune_iters``; the steps unused).
+    finetune_lr_schedule: LrSchedule = "step"
+    #: Fine-tune fc6 on pool5 standardized per dimension (mean and std of a sample of cached
+    #: windows), then fold the affine map into fc6's weights, so the saved model takes raw pool5.
+    #: sppdet's fc layers start from random init (the paper's came pretrained on ImageNet); raw
+    #: pool5 of a frozen backbone is far from centred (MobileNetV2: mean 2, std 3.4), and fc6 then
+    #: learns very sparse ReLUs (~3% active), which made BCCD val mAP swing by 6 points between
+    #: seeds. false: the paper's plain fine-tuning.
+    finetune_standardize: bool = True
     finetune_batch: int = _f(128, 1)
     #: Image views each fine-tuning mini-batch draws its ``finetune_batch`` windows from (the
     #: foreground fraction is kept over the union of their windows); 0 = every cached view (windows

@@ -13,8 +13,11 @@ of the windows it needs from the cached maps, on the fly, with the model's regio
                  ``finetune_batch`` windows drawn from ``finetune_images`` random views (0: from
                  the whole cache): ``train.fg_fraction`` foreground (IoU >= ``train.fg_iou``), the
                  rest background (IoU in ``[train.bg_iou_low, train.bg_iou_high)``); lr
-                 ``finetune_lr``, times ``train.lr_gamma`` at each of ``finetune_lr_steps``,
-                 momentum ``train.momentum``. It runs on the one training loop
+                 ``finetune_lr``, times ``train.lr_gamma`` at each of ``finetune_lr_steps``
+                 (or cosine, ``finetune_lr_schedule``), after ``finetune_warmup_iters`` of
+                 warm-up, momentum ``train.momentum``. With ``finetune_standardize`` fc6 sees
+                 pool5 standardized per dimension, and the affine map is folded into fc6 at the
+                 end (the saved head takes raw pool5). It runs on the one training loop
                  (:mod:`sppdet.engine.train_loop`, with ``train.amp`` on CUDA).
                  With ``finetune_bbox`` the head's box regressor (``bbox_pred``) is trained too
                  (Fast R-CNN's multi-task loss; not in the SPP-net paper, and used only by
@@ -50,7 +53,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -70,7 +73,7 @@ from .checkpoint import restore_model, save_checkpoint
 from .data import mix_seed
 from .feature_cache import CacheError, FeatureCache, build_feature_cache, expected_fingerprint
 from .hooks import LRScheduler, NaNGuard, PeriodicCheckpointer, ProgressLogger, resume_schedule
-from .train import build_optimizer, global_losses
+from .train import build_optimizer, global_losses, schedule_factor
 from .train_loop import SimpleTrainer, Step, StepOutput
 
 log = logging.getLogger("sppdet.paper")
@@ -87,6 +90,8 @@ FINETUNE, FINETUNE_LAST, SVM, BBOX, FINAL = (
 SCALE_SAMPLE = 4000
 #: Windows per fc forward / per pooling and ridge accumulation chunk.
 CHUNK = 2048
+#: Windows whose pool5 gives the standardization statistics of ``finetune_standardize``.
+STATS_WINDOWS = 16384
 #: Views whose cached maps are loaded together for one pooling call (bounds RAM).
 VIEWS_PER_CHUNK = 32
 
@@ -221,6 +226,10 @@ class PaperTrainer:
             pc.finetune_iters,
             pc.finetune_lr,
             pc.finetune_lr_steps,
+            pc.finetune_lr_schedule,
+            pc.finetune_warmup_iters,
+            pc.finetune_standardize,
+            tc.warmup_factor if pc.finetune_warmup_iters else None,
             pc.finetune_batch,
             pc.finetune_images,
             pc.finetune_bbox,
@@ -389,7 +398,16 @@ class PaperTrainer:
         )
         optimizer = build_optimizer(head, _with_lr(cfg, pc.finetune_lr))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda it: tc.lr_gamma ** sum(1 for s in pc.finetune_lr_steps if it >= s)
+            optimizer,
+            lambda it: schedule_factor(
+                it,
+                pc.finetune_lr_schedule,
+                pc.finetune_lr_steps,
+                tc.lr_gamma,
+                pc.finetune_iters,
+                pc.finetune_warmup_iters,
+                tc.warmup_factor,
+            ),
         )
         loss_fn = FastRCNNLoss(box_loss_weight=1.0 if pc.finetune_bbox else 0.0)
         start = 0
@@ -408,6 +426,7 @@ class PaperTrainer:
             )
         sample = self._batch_sampler(fg, bg)
         idx = self.cache.index
+        stats = self._input_stats(fg, bg) if pc.finetune_standardize else None
 
         def load(it: int):
             windows, n_fg = sample(it)
@@ -420,6 +439,8 @@ class PaperTrainer:
                 )
             share = slice(rank, None, world)  # this rank's windows of the global mini-batch (all single-process)
             x = self._pool_rows(windows[share])
+            if stats is not None:
+                x = (x - stats[0]) / stats[1]
             return x, labels[share].to(self.device), targets[share].to(self.device), it
 
         def forward(data) -> StepOutput:
@@ -454,6 +475,8 @@ class PaperTrainer:
         history = trainer.train()
         head.eval()
         guard.check_weights(pc.finetune_iters)
+        if stats is not None:
+            head.fold_input_affine(*stats)
         self._save(FINETUNE, pc.finetune_iters, {"key": key, "seconds": round(time.time() - t0, 2)})
         if du.is_main_process():
             (self.out / FINETUNE_LAST).unlink(missing_ok=True)
@@ -465,6 +488,21 @@ class PaperTrainer:
                 "seconds_per_iter": round((time.time() - t0) / len(history), 4),
             }
         return True
+
+    def _input_stats(self, fg: np.ndarray, bg: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Per-dimension mean and std of pool5 over ``STATS_WINDOWS`` windows drawn from the
+        fine-tuning windows (deterministic in the seed, so a resumed run gets the same)."""
+        tc = self.cfg.train
+        pool = np.concatenate([fg, bg])
+        rng = np.random.default_rng(mix_seed(tc.seed, 17))
+        rows = np.sort(rng.choice(pool, min(STATS_WINDOWS, pool.size), replace=False))
+        x = self._pool_rows(rows).double()
+        mean, std = x.mean(0), x.std(0)
+        std = std.clamp_min(max(float(std.mean()) * 1e-3, 1e-6))  # a dimension that never varies
+        log.info(
+            "fine-tuning on standardized pool5 (%d windows: mean %.3g, std %.3g)", len(rows), mean.mean(), std.mean()
+        )
+        return mean.float(), std.float()
 
     def _save(self, name: str, iteration: int, stage_rec: Dict, optimizer=None) -> None:
         if not du.is_main_process():

@@ -32,7 +32,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -61,13 +61,28 @@ FINAL = "model_final.pth"
 def lr_factor(it: int, cfg: Config) -> float:
     """Learning-rate multiplier at iteration ``it``: linear warm-up, then step or cosine decay."""
     tc = cfg.train
-    if tc.lr_schedule == "cosine":
-        f = 0.5 * (1.0 + math.cos(math.pi * min(it, tc.max_iter) / max(1, tc.max_iter)))
+    return schedule_factor(it, tc.lr_schedule, tc.lr_steps, tc.lr_gamma, tc.max_iter, tc.warmup_iters, tc.warmup_factor)
+
+
+def schedule_factor(
+    it: int,
+    schedule: str,
+    steps: Sequence[int],
+    gamma: float,
+    max_iter: int,
+    warmup_iters: int = 0,
+    warmup_factor: float = 1.0,
+) -> float:
+    """lr multiplier at ``it``: ``gamma`` per step passed (``"step"``) or half a cosine to 0 at
+    ``max_iter`` (``"cosine"``), times a linear ramp from ``warmup_factor`` to 1 over the first
+    ``warmup_iters`` iterations (both recipes' schedules)."""
+    if schedule == "cosine":
+        f = 0.5 * (1.0 + math.cos(math.pi * min(it, max_iter) / max(1, max_iter)))
     else:  # "step" (config.py admits only these two)
-        f = tc.lr_gamma ** sum(1 for s in tc.lr_steps if it >= s)
-    if it < tc.warmup_iters:
-        alpha = it / max(1, tc.warmup_iters)
-        f *= tc.warmup_factor * (1 - alpha) + alpha
+        f = gamma ** sum(1 for s in steps if it >= s)
+    if it < warmup_iters:
+        alpha = it / max(1, warmup_iters)
+        f *= warmup_factor * (1 - alpha) + alpha
     return f
 
 

@@ -62,6 +62,18 @@ class SPPHead(nn.Module):
         return [m for m in self.fc if isinstance(m, (nn.Linear, nn.Sequential))]
 
     @torch.no_grad()
+    def fold_input_affine(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Make the head take raw input ``x`` where it was trained on ``(x - mean) / std``:
+        ``W' = W / std`` (per input column), ``b' = b - W' @ mean``. Needs a plain Linear fc6
+        (fold before :meth:`compress_svd`)."""
+        if not len(self.fc) or not isinstance(self.fc[0], nn.Linear):
+            raise ValueError("fold_input_affine needs a head whose first fc layer is a plain Linear")
+        lin = self.fc[0]
+        w = lin.weight.double() / std.double().to(lin.weight.device)[None, :]
+        lin.bias.copy_(lin.bias.double() - w @ mean.double().to(w.device))
+        lin.weight.copy_(w)
+
+    @torch.no_grad()
     def compress_svd(self, ranks: Sequence[int]) -> None:
         """Replace fc layers by truncated-SVD pairs (Fast R-CNN, section 3.1).
 

@@ -4,9 +4,11 @@
   ``ims_per_batch=2``; with DDP averaging and the per-window loss weighting the loss curves
   agree to float rounding, and a 2-process checkpoint resumes in 1 process on the same stream;
 * proposals computed by 2 ranks (sharded) equal those computed by 1;
-* ``tools/eval.py --weights`` under torchrun gives byte-identical detections and metrics.
+* ``tools/eval.py --weights`` under torchrun gives byte-identical detections and metrics;
+* the paper recipe (cache sharded over ranks, DDP fine-tuning, SVMs and boxes on rank 0) under
+  torchrun gives the fine-tuned layers, SVMs and box regressors of 1 process.
 
-Each torchrun launch imports torch in three processes: keep the number of launches at two.
+Each torchrun launch imports torch in three processes: keep the number of launches few.
 """
 
 import importlib.util
@@ -136,3 +138,32 @@ def test_eval_tool_under_torchrun_matches_single_process(setup):
     assert tool.main(["--weights", weights, "--config", str(setup["config"]), "--out", str(tmp / "eval1")]) == 0
     for name in ("detections.json", "metrics.json"):
         assert (tmp / "eval2" / name).read_bytes() == (tmp / "eval1" / name).read_bytes(), name
+
+
+PAPER = [
+    "train.recipe=paper",
+    "train.paper.flip=true",
+    "train.paper.finetune_iters=4",
+    "train.paper.finetune_lr=0.01",
+    "train.paper.finetune_lr_steps=[3]",
+    "train.paper.finetune_warmup_iters=2",
+    "train.paper.finetune_images=2",
+    "train.paper.svm_retrain_limit=100",
+]
+
+
+@pytest.mark.slow  # one more torchrun launch
+def test_paper_recipe_under_torchrun_matches_single_process(setup):
+    from sppdet.engine.run import run_training
+
+    tmp = setup["tmp"]
+    torchrun("train.py", "--config", str(setup["config"]), "--output", str(tmp / "paper2"), *PAPER)
+    one = run_training(load_config(str(setup["config"]), PAPER), str(tmp / "paper1"))
+    assert one["stages_run"] == ["cache", "finetune", "svm", "bbox"]
+    a = load_checkpoint(tmp / "paper1" / "model_final.pth")
+    b = load_checkpoint(tmp / "paper2" / "model_final.pth")
+    for k in a["model"]:  # dropout 0: the same update, up to float reduction order
+        assert torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-5), k
+    pa, pb = a["extras"]["paper"], b["extras"]["paper"]
+    for k in ("svm_weight", "svm_bias", "bbox_weight", "bbox_bias"):
+        assert torch.allclose(torch.as_tensor(pa[k]), torch.as_tensor(pb[k]), rtol=1e-3, atol=1e-4), k

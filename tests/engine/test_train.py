@@ -9,7 +9,7 @@ import torch
 
 from sppdet.config import load_config
 from sppdet.engine.checkpoint import load_checkpoint, load_model_from_checkpoint
-from sppdet.engine.train import build_optimizer, lr_factor, train
+from sppdet.engine.train import build_optimizer, lr_factor, schedule_factor, train
 from sppdet.errors import ConfigError, SppdetError
 
 
@@ -61,6 +61,15 @@ def test_lr_schedule_hand_values():
     assert lr_factor(10, cfg) == 1.0
     assert lr_factor(25, cfg) == pytest.approx(0.1)
     assert lr_factor(30, cfg) == pytest.approx(0.01)
+
+
+def test_schedule_factor_hand_values():
+    # the paper recipe's fine-tuning schedule: warm-up 4 from 0.5, step x0.1 at 6 / cosine over 8
+    assert [schedule_factor(i, "step", [6], 0.1, 8, 4, 0.5) for i in (0, 2, 4, 6)] == pytest.approx(
+        [0.5, 0.75, 1.0, 0.1]
+    )
+    assert schedule_factor(2, "cosine", [6], 0.1, 8, 4, 0.5) == pytest.approx(0.75 * (1 + 2**-0.5) / 2)
+    assert schedule_factor(4, "cosine", [], 0.1, 8) == pytest.approx(0.5)
 
 
 def test_cosine_schedule_hand_values():
@@ -216,7 +225,13 @@ def loops(monkeypatch):
 
     def spy(self):
         history = orig(self)
-        runs.append({"hooks": [type(h).__name__ for h in self.hooks], "iters": [h["iter"] for h in history]})
+        runs.append(
+            {
+                "hooks": [type(h).__name__ for h in self.hooks],
+                "iters": [h["iter"] for h in history],
+                "lr": [h["lr"] for h in history],
+            }
+        )
         return history
 
     monkeypatch.setattr(SimpleTrainer, "train", spy)
@@ -257,6 +272,46 @@ def test_paper_recipe_fine_tunes_on_the_one_loop(sample_root, tmp_path, loops):
     state = load_checkpoint(tmp_path / "finetune.pth")
     assert state["iteration"] == 7
     assert s["cache"]["gigabytes"] > 0 and s["cache"]["pool5_layout_gigabytes"] > s["cache"]["gigabytes"]
+
+
+def test_paper_fine_tuning_standardized_and_warmed_up(sample_root, tmp_path, loops, monkeypatch):
+    from sppdet.engine.run import run_training
+    from sppdet.modeling.head import SPPHead
+
+    folds = []
+    orig = SPPHead.fold_input_affine
+
+    def spy(self, mean, std):
+        before = {k: v.clone() for k, v in self.state_dict().items()}
+        orig(self, mean, std)
+        folds.append((before, mean, std))
+
+    monkeypatch.setattr(SPPHead, "fold_input_affine", spy)
+    cfg = tiny_cfg(
+        sample_root,
+        tmp_path,
+        **{
+            "train.recipe": "paper",
+            "train.paper.finetune_iters": 6,
+            "train.paper.finetune_lr": 0.01,
+            "train.paper.finetune_lr_steps": "[5]",
+            "train.paper.finetune_warmup_iters": 2,
+            "train.paper.finetune_standardize": "true",
+            "train.paper.finetune_images": 2,
+            "train.paper.svm_retrain_limit": 100,
+            "train.warmup_factor": 0.5,
+        },
+    )
+    run_training(cfg, str(tmp_path))
+    # lr of iterations 1..6 (scheduler steps 0..5): warm-up from 0.5 over 2, then x0.1 at 5
+    assert loops[0]["lr"] == pytest.approx([0.005, 0.0075, 0.01, 0.01, 0.01, 0.001])
+    assert len(folds) == 1
+    before, mean, std = folds[0]
+    assert mean.shape == std.shape == before["fc.0.weight"].shape[1:] and bool((std > 0).all())
+    saved = load_checkpoint(tmp_path / "finetune.pth")["model"]
+    w = before["fc.0.weight"] / std  # the folded fc6, computed here by hand
+    assert torch.allclose(saved["head.fc.0.weight"], w, atol=1e-6)
+    assert torch.allclose(saved["head.fc.0.bias"], before["fc.0.bias"] - w @ mean, atol=1e-4)
 
 
 def test_amp_option(sample_root, tmp_path, caplog):

@@ -41,3 +41,23 @@ def test_postprocess_nms_and_threshold():
     out = pp(scores, torch.zeros(3, 8), props, (100, 100))
     # box 1 suppressed by box 0 (IoU 0.68 > 0.3); box 2 below threshold
     assert out["labels"].tolist() == [1] and torch.allclose(out["boxes"], props[:1])
+
+
+def test_fold_input_affine_equals_standardized_input():
+    # head(raw x) after folding == head((x - mean) / std) before, for every output
+    torch.manual_seed(0)
+    head = SPPHead(50, num_classes=3, fc_dims=(40, 30), dropout=0.5).eval()
+    x = torch.randn(9, 50) * 3 + 2
+    mean, std = torch.randn(50), torch.rand(50) + 0.5
+    ref = head((x - mean) / std)
+    head.fold_input_affine(mean, std)
+    out = head(x)
+    for k in ("cls_logits", "bbox_deltas", "fc7"):
+        assert torch.allclose(out[k], ref[k], atol=1e-5), k
+    head.compress_svd([10, 0])
+    try:
+        head.fold_input_affine(mean, std)
+    except ValueError as e:
+        assert "plain Linear" in str(e)
+    else:
+        raise AssertionError("folding into an SVD pair must be refused")
